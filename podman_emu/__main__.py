@@ -1,0 +1,3 @@
+from podman_emu.cli import main
+
+main()
