@@ -1,0 +1,317 @@
+"""The command line: parse, call one function, render. Decisions live in the modules it calls.
+
+Heavy modules are imported inside the commands so `podman-emu --help` and completion stay fast.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import typer
+
+from podman_emu import __version__
+from podman_emu.errors import EXIT_REFUSED, PodmanEmuError
+
+app = typer.Typer(
+    name="podman-emu",
+    help="Run a podman 4.x machine as a fully emulated aarch64 VM on an x86_64 host, and revert it.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+T = TypeVar("T")
+
+
+def _complete_machine(incomplete: str) -> list[str]:
+    from podman_emu.machines import machine_names
+
+    return [name for name in machine_names() if name.startswith(incomplete)]
+
+
+def _run(action: Callable[[], T]) -> T:
+    """Every expected failure becomes a message, a hint and an exit code; never a traceback."""
+    from podman_emu import render
+
+    try:
+        return action()
+    except PodmanEmuError as error:
+        render.error(error.message, error.hint)
+        raise typer.Exit(error.exit_code) from None
+    except KeyboardInterrupt:
+        render.error("interrupted", "Nothing was changed unless the output said so.")
+        raise typer.Exit(130) from None
+    except typer.Exit:
+        raise
+    except Exception as exc:
+        if os.environ.get("PODMAN_EMU_DEBUG"):
+            raise
+        render.error(
+            f"unexpected internal error: {type(exc).__name__}: {exc}",
+            "No machine file was changed unless the output said so. Run again with PODMAN_EMU_DEBUG=1 "
+            "for details and report it.",
+        )
+        raise typer.Exit(EXIT_REFUSED) from None
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"podman-emu {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    """Exit codes: 0 done; 1 refused or failed, nothing changed; 2 usage error."""
+
+
+NameArgument = typer.Argument(..., help="Machine name (as in `podman machine list`).", autocompletion=_complete_machine)
+JsonOption = typer.Option(False, "--json", help="Print machine-readable JSON.")
+
+
+@app.command("list")
+def list_command(as_json: bool = JsonOption) -> None:
+    """Every machine: layout, state, native or emulated."""
+    from podman_emu import render
+    from podman_emu.inventory import list_machines
+
+    rows = _run(list_machines)
+    if as_json:
+        render.print_json(rows)
+        return
+    if not rows:
+        from podman_emu import locations
+
+        render.out().print(f"No machines in {locations.podman_config_dir()}")
+        return
+    render.out().print(
+        render.table(
+            ["NAME", "EMULATION", "STATE", "PODMAN", "CPUS", "MEMORY", "CPU MODEL"],
+            (
+                [row["name"], "error: " + row["error"], "", "", "", "", ""]
+                if "error" in row
+                else [
+                    row["name"],
+                    row["emulation"],
+                    row["state"],
+                    row["podman"],
+                    row["cpus"],
+                    f"{row['memory_mib']} MiB",
+                    row["cpu"] or "",
+                ]
+                for row in rows
+            ),
+        )
+    )
+
+
+@app.command("inspect")
+def inspect_command(name: str = NameArgument, as_json: bool = JsonOption) -> None:
+    """The validated config and its emulation state."""
+    from podman_emu import render
+    from podman_emu.inventory import inspect_machine
+
+    report = _run(lambda: inspect_machine(name))
+    if as_json:
+        render.print_json(report)
+        return
+    console = render.out()
+    keys = ["name", "config", "layout", "podman", "emulation", "state", "qemu", "cpu", "cpus", "memory_mib",
+            "disk_gib", "image", "console_log"]  # fmt: skip
+    for key in keys:
+        console.print(f"[bold]{key:>12}[/bold]  {report.get(key)}")
+    for line in report["state_evidence"]:
+        console.print(f"{'':>12}  {line}")
+    journal = report.get("journal")
+    if journal:
+        console.print(
+            f"[bold]{'journal':>12}[/bold]  {journal['path']} ({journal['status']}, {journal['converted_at']})"
+        )
+        console.print(f"[bold]{'native':>12}[/bold]  {journal['native_qemu']}  {journal['native_image']}")
+        for item in journal["created"]:
+            console.print(f"{'':>12}  created {item['role']}: {item['path']}")
+    console.print(f"[bold]{'command':>12}[/bold]  {render.shell_command(report['cmdline'])}")
+
+
+@app.command("convert")
+def convert_command(
+    name: str = NameArgument,
+    image: str = typer.Option(None, "--image", help="aarch64 disk: qcow2 or raw, plain or .xz/.gz/.zst."),
+    sha256: str = typer.Option(None, "--sha256", help="Expected sha256 of the --image file."),
+    stream: str = typer.Option(None, "--stream", help="Fetch the Fedora CoreOS aarch64 image: stable, testing, next."),
+    stream_url: str = typer.Option(None, "--stream-url", help="Stream metadata URL (mirrors, tests)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Show the diff; write nothing."),
+    as_json: bool = JsonOption,
+    qemu: str = typer.Option(None, "--qemu", help="Path of qemu-system-aarch64."),
+    firmware: str = typer.Option(None, "--firmware", help="aarch64 UEFI code image (64 MiB pflash)."),
+    vars_template: str = typer.Option(None, "--vars-template", help="UEFI vars template for --firmware."),
+    cpu: str = typer.Option(None, "--cpu", help="CPU model (checked against the qemu's -cpu help)."),
+    force: bool = typer.Option(False, "--force", help="Use a disk even if it looks like x86_64."),
+) -> None:
+    """Rewrite the machine's qemu command into a fully emulated aarch64 one."""
+    from podman_emu import render
+    from podman_emu.convert import ConvertRequest, convert_machine
+
+    warnings: list[str] = []
+
+    def warn(message: str) -> None:
+        warnings.append(message)
+        if not as_json:
+            render.warning(message)
+
+    request = ConvertRequest(
+        name=name,
+        image=image,
+        sha256=sha256,
+        stream=stream,
+        stream_url=stream_url,
+        qemu=qemu,
+        firmware=firmware,
+        vars_template=vars_template,
+        cpu=cpu,
+        force=force,
+        dry_run=dry_run,
+        progress=not as_json and sys.stderr.isatty(),
+    )
+    outcome = _run(lambda: convert_machine(request, warn))
+    plan = outcome.plan
+    if as_json:
+        render.print_json(
+            {
+                "machine": plan.machine,
+                "applied": outcome.applied,
+                "patch": plan.patch,
+                "files": [
+                    {"role": f.role, "path": f.destination, "source": f.source, "detail": f.detail} for f in plan.files
+                ],
+                "argv_before": plan.argv_before,
+                "argv_after": plan.argv_after,
+                "cpu": outcome.profile.cpu,
+                "firmware": outcome.firmware.code,
+                "disk_format": outcome.disk_format.describe(),
+                "arch_check": {"arch": outcome.arch.arch, "reason": outcome.arch.reason},
+                "notes": plan.notes,
+                "warnings": warnings,
+            }
+        )
+        return
+    _show_plan(plan)
+    console = render.out()
+    if not outcome.applied:
+        console.print("[yellow]Dry run: nothing was written.[/yellow]")
+        return
+    console.print(
+        f"[green]Converted {plan.machine!r}[/green] to an emulated aarch64 machine (-cpu {outcome.profile.cpu})."
+    )
+    console.print(
+        f"Start it with `podman machine start {plan.machine}`; watch the boot with `podman-emu logs -f {plan.machine}`."
+    )
+    console.print(f"Undo with `podman-emu revert {plan.machine}`.")
+
+
+def _show_plan(plan: Any) -> None:
+    from podman_emu import render
+
+    console = render.out()
+    console.print(render.argv_diff(plan.argv_before, plan.argv_after))
+    console.print(render.json_diff(plan.before, plan.after, f"{plan.machine}.json"))
+    for action in plan.files:
+        console.print(f"[bold]create[/bold] {action.destination}  ({action.detail})")
+    for path in plan.removals:
+        console.print(f"[bold]remove[/bold] {path}")
+    for note in plan.notes:
+        console.print(f"[dim]note:[/dim] {note}")
+
+
+@app.command("revert")
+def revert_command(
+    name: str = NameArgument,
+    dry_run: bool = typer.Option(False, "--dry-run", help="Show the diff; write nothing."),
+    as_json: bool = JsonOption,
+    delete_disk: bool = typer.Option(False, "--delete-disk", help="Also delete the aarch64 disk."),
+) -> None:
+    """Put the machine back to its native config (keeps later cpus/memory changes)."""
+    from podman_emu import render
+    from podman_emu.revert import revert_machine
+
+    outcome = _run(lambda: revert_machine(name, delete_disk=delete_disk, dry_run=dry_run))
+    plan = outcome.plan
+    if as_json:
+        render.print_json(
+            {
+                "machine": plan.machine,
+                "applied": outcome.applied,
+                "patch": plan.patch,
+                "byte_identical_to_original": outcome.byte_identical,
+                "removed": outcome.removed if outcome.applied else plan.removals,
+                "kept": outcome.kept,
+                "notes": plan.notes,
+            }
+        )
+        return
+    _show_plan(plan)
+    console = render.out()
+    if not outcome.applied:
+        console.print("[yellow]Dry run: nothing was written.[/yellow]")
+        return
+    same = " (byte-identical to the original)" if outcome.byte_identical else ""
+    console.print(f"[green]Reverted {plan.machine!r}[/green] to its native config{same}.")
+    for path in outcome.kept:
+        console.print(f"Kept the aarch64 disk {path} (remove it with --delete-disk next time, or by hand).")
+
+
+@app.command("doctor")
+def doctor_command(
+    name: str = typer.Argument(None, help="Also check this machine.", autocompletion=_complete_machine),
+    as_json: bool = JsonOption,
+) -> None:
+    """Can this host run an emulated machine? What blocks it, and how to fix it."""
+    from podman_emu import render
+    from podman_emu.doctor import run_doctor
+
+    report = _run(lambda: run_doctor(name))
+    if as_json:
+        render.print_json(report)
+    else:
+        console = render.out()
+        marks = {
+            "ok": "[green]ok[/green]  ",
+            "warn": "[yellow]warn[/yellow]",
+            "fail": "[red]FAIL[/red]",
+            "info": "info",
+        }
+        for check in report["checks"]:
+            console.print(f"{marks[check['level']]}  [bold]{check['topic']}[/bold]: {check['detail']}")
+            if check["fix"] and check["level"] != "ok":
+                console.print(f"        fix: {check['fix']}")
+        for leftover in report["leftovers"]:
+            console.print(f"[yellow]leftover[/yellow] from removed machine {leftover['machine']!r}:")
+            for file in [*leftover["files"], leftover["journal"]]:
+                console.print(f"        {file}")
+            console.print(f"        remove with: {leftover['command']}")
+    if not report["ok"]:
+        raise typer.Exit(EXIT_REFUSED)
+
+
+@app.command("cleanup")
+def cleanup_command(
+    name: str = typer.Argument(..., help="A machine podman removed after podman-emu converted it."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="List what would be removed."),
+) -> None:
+    """Remove what a converted machine left behind after `podman machine rm`."""
+    from podman_emu import render
+    from podman_emu.doctor import cleanup_leftovers
+
+    leftover = _run(lambda: cleanup_leftovers(name, dry_run=dry_run))
+    verb = "would remove" if dry_run else "removed"
+    for file in [*leftover.files, leftover.journal]:
+        render.out().print(f"{verb} {file}")
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,173 @@
+"""`podman-emu convert`: load -> probe the host -> plan -> (dry run | stage + apply)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from podman_emu import images, locations
+from podman_emu import journal as journals
+from podman_emu.apply import (
+    DiskStaging,
+    apply_conversion,
+    discard_staged,
+    reconcile,
+    refuse_existing_destinations,
+    stage_files,
+)
+from podman_emu.console import console_log_path
+from podman_emu.errors import ConversionStateError, ImageError, UsageError
+from podman_emu.journal import Journal
+from podman_emu.machines import LoadedMachine, load_machine
+from podman_emu.plan import ConversionOptions, Plan, plan_conversion
+from podman_emu.profile import Profile, choose_profile
+from podman_emu.qemu.firmware import Firmware, find_firmware
+from podman_emu.qemu.host import find_qemu, find_qemu_img, probe_qemu
+from podman_emu.state import refuse_if_busy
+
+
+@dataclass(frozen=True)
+class ConvertRequest:
+    name: str
+    image: str | None = None
+    sha256: str | None = None
+    stream: str | None = None
+    stream_url: str | None = None
+    qemu: str | None = None
+    firmware: str | None = None
+    vars_template: str | None = None
+    cpu: str | None = None
+    force: bool = False
+    dry_run: bool = False
+    progress: bool = False
+
+
+@dataclass
+class ConvertOutcome:
+    plan: Plan
+    machine: LoadedMachine
+    profile: Profile
+    firmware: Firmware
+    disk_format: images.DiskFormat
+    arch: images.ArchVerdict
+    warnings: list[str]
+    journal: Journal | None = None
+
+    @property
+    def applied(self) -> bool:
+        return self.journal is not None
+
+
+def _refuse_converted(machine: LoadedMachine) -> None:
+    journal = reconcile(machine, journals.load_journal(machine.config_path))
+    if journal is None:
+        return
+    if journal.status == "reverting":
+        raise ConversionStateError(
+            f"a revert of machine {machine.name!r} was interrupted",
+            hint=f"Run `podman-emu revert {machine.name}` to finish it, then convert again.",
+        )
+    raise ConversionStateError(
+        f"machine {machine.name!r} is already converted (since {journal.timestamp})",
+        hint=f"`podman-emu revert {machine.name}` first to convert it again with other options.",
+    )
+
+
+def _resolve_image(request: ConvertRequest, warn: Callable[[str], None]) -> tuple[Path, str | None]:
+    if request.image and request.stream:
+        raise UsageError("--image and --stream exclude each other", hint="Give one source for the aarch64 disk.")
+    if request.stream:
+        cached = images.resolve_stream_image(request.stream, stream_url=request.stream_url, progress=request.progress)
+        for note in getattr(cached, "notes", ()):
+            warn(note)
+        return cached.path, None
+    if not request.image:
+        raise UsageError(
+            "convert needs an aarch64 disk: --image PATH or --stream stable|testing|next",
+            hint="The machine's own disk is x86_64 and would hang in the aarch64 firmware. Fedora CoreOS "
+            "aarch64 images: `--stream testing` (podman's default stream) or a downloaded "
+            "fedora-coreos-…-qemu.aarch64.qcow2.xz with --image.",
+        )
+    path = Path(os.path.abspath(os.path.expanduser(request.image)))
+    return path, request.sha256
+
+
+def _check_arch(
+    path: Path, disk_format: images.DiskFormat, force: bool, warn: Callable[[str], None]
+) -> images.ArchVerdict:
+    if disk_format.compression is not None:
+        return images.ArchVerdict(None, "checked after decompression")
+    verdict = images.detect_disk_arch(path)
+    if verdict.arch == "x86_64" and not force:
+        raise ImageError(
+            f"{path} is an x86_64 disk ({verdict.reason})",
+            hint="Under aarch64 firmware it would hang with no message. Use an aarch64 image "
+            "(fedora-coreos-…-qemu.aarch64.qcow2.xz), or --force if you know better.",
+        )
+    if verdict.arch is None:
+        warn(f"could not confirm that {path.name} is an aarch64 disk: {verdict.reason}")
+    elif verdict.arch == "x86_64":
+        warn(f"{path.name} looks like an x86_64 disk ({verdict.reason}); converting anyway because of --force")
+    return verdict
+
+
+def convert_machine(request: ConvertRequest, warn: Callable[[str], None]) -> ConvertOutcome:
+    machine = load_machine(request.name)
+    _refuse_converted(machine)
+    refuse_if_busy(machine.name, machine.model, "convert")
+
+    qemu = find_qemu(request.qemu, machine.model.CmdLine[0])
+    facts = probe_qemu(qemu)
+    profile = choose_profile(facts, request.cpu)
+    firmware = find_firmware(qemu, code_override=request.firmware, vars_override=request.vars_template)
+    qemu_img = find_qemu_img(qemu)
+
+    image_path, expected_sha = _resolve_image(request, warn)
+    disk_format = images.sniff_disk(image_path)
+    verdict = _check_arch(image_path, disk_format, request.force, warn)
+
+    options = ConversionOptions(
+        qemu_binary=str(qemu),
+        profile=profile,
+        firmware=firmware,
+        disk_source=str(image_path),
+        disk_container=disk_format.container,
+        console_log=str(console_log_path(machine.config_path)),
+    )
+    plan = plan_conversion(machine.document.content, machine.layout, options)
+    outcome = ConvertOutcome(plan, machine, profile, firmware, disk_format, verdict, [])
+    if request.dry_run:
+        return outcome
+    refuse_existing_destinations(plan)
+    staging = DiskStaging(machine.model.DiskSize, str(qemu_img), request.progress, expected_sha)
+    staged = stage_files(plan, staging)
+    if disk_format.compression is not None:
+        disk = next(item for item in staged if item.action.role == "disk")
+        assert disk.staged is not None
+        verdict = images.detect_disk_arch(disk.staged)
+        outcome.arch = verdict
+        if verdict.arch == "x86_64" and not request.force:
+            discard_staged(staged)
+            raise ImageError(
+                f"{image_path} holds an x86_64 disk ({verdict.reason})",
+                hint="Under aarch64 firmware it would hang with no message. Use an aarch64 image, or --force.",
+            )
+        if verdict.arch is None:
+            warn(f"could not confirm that {image_path.name} is an aarch64 disk: {verdict.reason}")
+    locations.ensure_private_dir(locations.state_dir())
+    outcome.journal = apply_conversion(
+        machine,
+        plan,
+        staged,
+        {
+            "qemu": str(qemu),
+            "qemu_version": facts.version_string,
+            "cpu": profile.cpu,
+            "firmware": firmware.code,
+            "image_source": str(image_path),
+            "image_format": disk_format.describe(),
+        },
+    )
+    return outcome

@@ -1,0 +1,203 @@
+"""The raw machine document: bytes in, bytes out, exactly as podman writes them.
+
+Validation reads the pydantic model; every write edits this raw, order-preserving document and
+serialises it the way Go's encoding/json does, so a file podman wrote and podman-emu rewrote differs
+only where podman-emu meant it to.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from podman_emu.errors import ConfigInvalid
+
+JsonObject = dict[str, Any]
+
+# Go's encoding/json escapes these even inside otherwise raw UTF-8 output: HTML-sensitive
+# characters (json.HTMLEscape is on by default for Marshal and Encoder) and the two JavaScript
+# line terminators.
+_GO_ESCAPES = {
+    '"': '\\"',
+    "\\": "\\\\",
+    "\n": "\\n",
+    "\r": "\\r",
+    "\t": "\\t",
+    "<": "\\u003c",
+    ">": "\\u003e",
+    "&": "\\u0026",
+    "\u2028": "\\u2028",
+    "\u2029": "\\u2029",
+}
+
+
+def _go_string(value: str) -> str:
+    out = ['"']
+    for char in value:
+        escaped = _GO_ESCAPES.get(char)
+        if escaped is not None:
+            out.append(escaped)
+        elif char < " ":
+            # Go (up to 1.21, which podman 4.x is built with) has no short \b or \f form.
+            out.append(f"\\u{ord(char):04x}")
+        elif "\ud800" <= char <= "\udfff":
+            # A lone surrogate cannot be UTF-8; Go writes U+FFFD for invalid input.
+            out.append("\ufffd")
+        else:
+            out.append(char)
+    out.append('"')
+    return "".join(out)
+
+
+def _go_scalar(value: Any) -> str:
+    if isinstance(value, str):
+        return _go_string(value)
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if value is None:
+        return "null"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return json.dumps(value)
+    raise TypeError(f"not a JSON value: {type(value).__name__}")
+
+
+def _emit(value: Any, indent: str, depth: int, out: list[str]) -> None:
+    newline = "\n" + indent * (depth + 1) if indent else ""
+    closing = "\n" + indent * depth if indent else ""
+    separator = ": " if indent else ":"
+    if isinstance(value, dict):
+        if not value:
+            out.append("{}")
+            return
+        out.append("{")
+        for position, (key, item) in enumerate(value.items()):
+            if position:
+                out.append(",")
+            out.append(newline)
+            out.append(_go_string(key))
+            out.append(separator)
+            _emit(item, indent, depth + 1, out)
+        out.append(closing + "}")
+    elif isinstance(value, list):
+        if not value:
+            out.append("[]")
+            return
+        out.append("[")
+        for position, item in enumerate(value):
+            if position:
+                out.append(",")
+            out.append(newline)
+            _emit(item, indent, depth + 1, out)
+        out.append(closing + "]")
+    else:
+        out.append(_go_scalar(value))
+
+
+def go_json(value: Any, *, indent: str = " ", trailing_newline: bool = False) -> bytes:
+    """Serialise like Go's json.MarshalIndent(v, "", indent) (+ "\\n" like json.Encoder)."""
+    out: list[str] = []
+    _emit(value, indent, 0, out)
+    if trailing_newline:
+        out.append("\n")
+    return "".join(out).encode("utf-8")
+
+
+@dataclass(frozen=True)
+class ByteFormat:
+    """How the file was laid out, so a rewrite keeps it: podman 3.4–4.4 write no trailing
+    newline, 4.5–4.9 write one; a user-edited file keeps whatever it had."""
+
+    trailing_newline: bool
+    indent: str = " "
+
+
+@dataclass(frozen=True)
+class RawDocument:
+    path: Path
+    data: bytes
+    content: JsonObject
+    byte_format: ByteFormat
+
+    @property
+    def sha256(self) -> str:
+        return sha256_bytes(self.data)
+
+    def render(self, content: JsonObject) -> bytes:
+        return go_json(content, indent=self.byte_format.indent, trailing_newline=self.byte_format.trailing_newline)
+
+    @property
+    def is_podman_formatted(self) -> bool:
+        """True when re-serialising gives back the very same bytes (podman wrote it, or an
+        editor that happens to agree)."""
+        return self.render(self.content) == self.data
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class _DuplicateKey(ValueError):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _reject_duplicates(pairs: list[tuple[str, Any]]) -> JsonObject:
+    result: JsonObject = {}
+    for key, value in pairs:
+        if key in result:
+            raise _DuplicateKey(key)
+        result[key] = value
+    return result
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def parse_document(path: Path, data: bytes) -> RawDocument:
+    """Parse podman's bytes; refuse anything podman-emu could not write back faithfully."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigInvalid(
+            f"{path}: not UTF-8 text (invalid byte at offset {exc.start})",
+            hint="This is not a file podman wrote. Restore it from a backup or recreate the machine.",
+        ) from None
+    try:
+        content = json.loads(text, object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant)
+    except _DuplicateKey as exc:
+        raise ConfigInvalid(
+            f"{path}: key {exc.key!r} appears more than once",
+            hint="podman silently uses the last one; remove the duplicate so it is clear which "
+            "value is meant, then run the command again.",
+        ) from None
+    except (json.JSONDecodeError, ValueError, RecursionError) as exc:
+        detail = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc) or "too deeply nested"
+        where = f" (line {exc.lineno}, column {exc.colno})" if isinstance(exc, json.JSONDecodeError) else ""
+        raise ConfigInvalid(
+            f"{path}: not valid JSON{where}: {detail}",
+            hint="podman cannot load this machine either. Restore the file from a backup, or remove "
+            "the machine with `podman machine rm` and create it again.",
+        ) from None
+    if not isinstance(content, dict):
+        raise ConfigInvalid(
+            f"{path}: expected a JSON object at the top level, found {type(content).__name__}",
+            hint="This is not a podman machine config.",
+        )
+    return RawDocument(
+        path=path,
+        data=data,
+        content=content,
+        # podman 5.x writes one compact line; 4.x always indents with one space.
+        byte_format=ByteFormat(
+            trailing_newline=data.endswith(b"\n"), indent="" if data.lstrip().startswith(b'{"') else " "
+        ),
+    )

@@ -1,0 +1,237 @@
+"""Pydantic models of podman's machine JSON, one per layout, and layout detection.
+
+The models validate; they are never serialised back (the raw document is). Types are strict the
+way Go's decoder is strict: `"Memory": 2048.0` or `"ImagePath": "/x"` in a 4.1+ file fail in
+podman too. Unknown keys are allowed and kept, as podman ignores them.
+"""
+
+from __future__ import annotations
+
+import enum
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
+
+from podman_emu.errors import ConfigInvalid, UnsupportedLayout
+
+Uint64 = StrictInt
+
+
+class _PodmanStruct(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True, frozen=True)
+
+
+class VMFile(_PodmanStruct):
+    Path: StrictStr
+    symlink: StrictStr | None = None
+
+
+class MonitorV1(_PodmanStruct):
+    Address: StrictStr
+    Network: StrictStr
+    Timeout: StrictInt
+
+
+class MonitorV2(_PodmanStruct):
+    Address: VMFile
+    Network: StrictStr
+    Timeout: StrictInt
+
+
+class MountV2(_PodmanStruct):
+    ReadOnly: StrictBool
+    Source: StrictStr
+    Tag: StrictStr
+    Target: StrictStr
+    Type: StrictStr
+
+
+class MountV1(_PodmanStruct):
+    Type: StrictStr
+    Tag: StrictStr
+    Source: StrictStr
+    Target: StrictStr
+    ReadOnly: StrictBool
+
+
+class USBConfig(_PodmanStruct):
+    Bus: StrictStr
+    DevNumber: StrictStr
+    Vendor: StrictInt
+    Product: StrictInt
+
+
+class _CommonMachine(_PodmanStruct):
+    CmdLine: list[StrictStr] = Field(min_length=1)
+    Name: StrictStr = Field(min_length=1)
+    CPUs: Uint64 = Field(ge=0)
+    Memory: Uint64 = Field(ge=0)
+    DiskSize: Uint64 = Field(ge=0)
+    IdentityPath: StrictStr
+    Port: StrictInt
+    RemoteUsername: StrictStr
+    ImageStream: StrictStr
+
+
+class MachineV1(_CommonMachine):
+    """podman 3.4 / 4.0 (`MachineVMV1`): paths are plain strings."""
+
+    IgnitionFilePath: StrictStr
+    ImagePath: StrictStr
+    QMPMonitor: MonitorV1
+    Mounts: list[MountV1] | None = None
+    Rootful: StrictBool | None = None
+    UID: StrictInt | None = None
+
+    @property
+    def image_path(self) -> str:
+        return self.ImagePath
+
+    @property
+    def qmp_socket(self) -> str:
+        return self.QMPMonitor.Address
+
+    @property
+    def pid_files(self) -> list[str]:
+        return []
+
+    @property
+    def starting(self) -> bool:
+        return False
+
+
+class MachineV2(_CommonMachine):
+    """podman 4.1 – 4.9 (`MachineVM`): paths are `{"Path": …}` objects."""
+
+    ConfigPath: VMFile
+    Rootful: StrictBool
+    # Never optional: podman pre-sets UID=-1 and only the file overrides it; a file without UID
+    # makes the machine "incompatible" (reference §0.4).
+    UID: StrictInt
+    HostUserModified: StrictBool | None = None
+    IgnitionFilePath: VMFile
+    ImagePath: VMFile
+    Mounts: list[MountV2] | None
+    PidFilePath: VMFile
+    VMPidFilePath: VMFile | None = None
+    QMPMonitor: MonitorV2
+    ReadySocket: VMFile
+    USBs: list[USBConfig] | None = None
+    Starting: StrictBool
+    Created: StrictStr
+    LastUp: StrictStr
+
+    @property
+    def image_path(self) -> str:
+        return self.ImagePath.Path
+
+    @property
+    def qmp_socket(self) -> str:
+        return self.QMPMonitor.Address.Path
+
+    @property
+    def pid_files(self) -> list[str]:
+        files = [self.PidFilePath.Path]
+        if self.VMPidFilePath is not None:
+            files.append(self.VMPidFilePath.Path)
+        return files
+
+    @property
+    def starting(self) -> bool:
+        return self.Starting
+
+
+Machine = MachineV1 | MachineV2
+
+
+class Layout(enum.Enum):
+    V1 = "v1"  # podman 3.4 / 4.0
+    V2 = "v2"  # podman 4.1 – 4.9
+
+
+def guess_podman_version(content: dict[str, Any], layout: Layout) -> str:
+    """The oldest podman release line that writes exactly these keys (files carry no version)."""
+    if layout is Layout.V1:
+        return "4.0" if "Mounts" in content or "Rootful" in content else "3.4"
+    if "USBs" in content:
+        return "4.8+"
+    if "HostUserModified" in content:
+        return "4.6+"
+    if "VMPidFilePath" in content:
+        return "4.2+"
+    return "4.1"
+
+
+def detect_layout(path: Path, content: dict[str, Any]) -> Layout:
+    version = content.get("Version")
+    if isinstance(version, int) and not isinstance(version, bool) and version >= 1:
+        raise UnsupportedLayout(
+            f'{path}: this is a podman 5.x machine config ("Version": {version})',
+            hint="podman 5 stores no qemu command line: it rebuilds it from compiled-in options at "
+            "every start (and on macOS it has no qemu provider at all), so there is nothing to "
+            "convert. Use podman 4.9 with its qemu provider for an emulated aarch64 machine.",
+        )
+    image_path = content.get("ImagePath")
+    if isinstance(image_path, str):
+        return Layout.V1
+    if isinstance(image_path, dict) or "ConfigPath" in content:
+        return Layout.V2
+    _refuse_case_variants(path, content)
+    raise ConfigInvalid(
+        f'{path}: not a podman machine config: no "ImagePath" key (string for podman 3.4/4.0, '
+        f"object for 4.1–4.9), found keys {sorted(content)[:8]}",
+        hint="podman-emu reads the qemu machine configs in containers/podman/machine/qemu/.",
+    )
+
+
+_EXPECTED_KEYS = set(MachineV2.model_fields) | set(MachineV1.model_fields)
+
+
+def _refuse_case_variants(path: Path, content: dict[str, Any]) -> None:
+    # Go matches keys case-insensitively, so podman reads "cmdline" as CmdLine; podman-emu edits
+    # keys by name and would miss it, so it asks for podman's own spelling instead of guessing.
+    canonical = {key.lower(): key for key in _EXPECTED_KEYS}
+    for key in content:
+        proper = canonical.get(key.lower())
+        if proper is not None and proper != key and proper not in content:
+            raise ConfigInvalid(
+                f"{path}: key {key!r} is spelled differently from podman's {proper!r}",
+                hint=f"podman accepts it, but podman-emu only edits podman's own spelling; rename the "
+                f"key to {proper!r} (or run `podman machine set` once, which rewrites the file).",
+            )
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def validation_message(path: Path, error: ValidationError) -> str:
+    problems = []
+    for item in error.errors()[:5]:
+        location = "/".join(str(part) for part in item["loc"]) or "(top level)"
+        if item["type"] == "missing":
+            problems.append(f"key {location!r} is missing")
+        else:
+            problems.append(f"key {location!r}: {item['msg'].lower()}, found {_describe(item.get('input'))}")
+    more = error.error_count() - len(problems)
+    suffix = f" (and {more} more)" if more > 0 else ""
+    return f"{path}: not a valid podman machine config: " + "; ".join(problems) + suffix
+
+
+def validate_machine(path: Path, content: dict[str, Any]) -> tuple[Layout, Machine]:
+    layout = detect_layout(path, content)
+    _refuse_case_variants(path, content)
+    model: type[MachineV1] | type[MachineV2] = MachineV1 if layout is Layout.V1 else MachineV2
+    try:
+        machine = model.model_validate(content)
+    except ValidationError as exc:
+        hint = "podman fails on this file too. Restore it from a backup or recreate the machine."
+        if layout is Layout.V2 and any(e["loc"] == ("UID",) for e in exc.errors()):
+            hint = (
+                "Without UID podman treats the machine as incompatible (it starts for recovery only). "
+                'Add "UID": <your uid> back, or recreate the machine.'
+            )
+        raise ConfigInvalid(validation_message(path, exc), hint=hint) from None
+    return layout, machine

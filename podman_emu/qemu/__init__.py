@@ -1,0 +1,1 @@
+"""Everything that knows qemu: its command-line syntax, the host's binaries and firmware."""

@@ -1,0 +1,95 @@
+"""Turning results into terminal output: diffs, tables, messages. No decisions here."""
+
+from __future__ import annotations
+
+import difflib
+import json
+import shlex
+import sys
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from podman_emu.document import go_json
+
+_stdout: Console | None = None
+_stderr: Console | None = None
+
+
+def out() -> Console:
+    global _stdout
+    if _stdout is None:
+        _stdout = Console(highlight=False, soft_wrap=True)
+    return _stdout
+
+
+def err() -> Console:
+    global _stderr
+    if _stderr is None:
+        _stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+    return _stderr
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+
+def error(message: str, hint: str | None) -> None:
+    err().print(Text("Error: ", style="bold red") + Text(message))
+    if hint:
+        err().print(Text("Hint: ", style="bold yellow") + Text(hint))
+
+
+def warning(message: str) -> None:
+    err().print(Text("Warning: ", style="yellow") + Text(message))
+
+
+def _colored_diff(lines: Iterable[str]) -> Text:
+    text = Text()
+    for line in lines:
+        style = ""
+        if line.startswith(("+++", "---")):
+            style = "bold"
+        elif line.startswith("+"):
+            style = "green"
+        elif line.startswith("-"):
+            style = "red"
+        elif line.startswith("@@"):
+            style = "cyan"
+        text.append(line.rstrip("\n") + "\n", style=style)
+    return text
+
+
+def unified_diff(
+    before: Sequence[str], after: Sequence[str], before_name: str, after_name: str, context: int = 3
+) -> Text:
+    return _colored_diff(
+        difflib.unified_diff(list(before), list(after), before_name, after_name, lineterm="", n=context)
+    )
+
+
+def json_diff(before: dict[str, Any], after: dict[str, Any], name: str) -> Text:
+    def lines(content: dict[str, Any]) -> list[str]:
+        return go_json(content).decode().splitlines()
+
+    return unified_diff(lines(before), lines(after), f"{name} (now)", f"{name} (after)")
+
+
+def argv_diff(before: Sequence[str], after: Sequence[str]) -> Text:
+    return unified_diff(list(before), list(after), "qemu command (now)", "qemu command (after)", context=2)
+
+
+def shell_command(argv: Sequence[str]) -> str:
+    return " ".join(shlex.quote(element) for element in argv)
+
+
+def table(columns: Sequence[str], rows: Iterable[Sequence[Any]], title: str | None = None) -> Table:
+    grid = Table(title=title, show_edge=False, header_style="bold")
+    for column in columns:
+        grid.add_column(column)
+    for row in rows:
+        grid.add_row(*("" if value is None else str(value) for value in row))
+    return grid

@@ -1,0 +1,59 @@
+"""`podman-emu revert`: the journal + the current config -> the native config, minus nothing
+podman changed since (cpus, memory, LastUp stay)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from podman_emu import journal as journals
+from podman_emu.apply import apply_revert, reconcile
+from podman_emu.errors import ConversionStateError
+from podman_emu.machines import LoadedMachine, load_machine
+from podman_emu.plan import NativeConfig, Plan, is_emulated, plan_revert
+from podman_emu.state import refuse_if_busy
+
+
+@dataclass
+class RevertOutcome:
+    plan: Plan
+    machine: LoadedMachine
+    byte_identical: bool
+    removed: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)
+    applied: bool = False
+
+
+def revert_machine(name: str, *, delete_disk: bool, dry_run: bool) -> RevertOutcome:
+    machine = load_machine(name)
+    journal = reconcile(machine, journals.load_journal(machine.config_path))
+    if journal is None:
+        if is_emulated(machine.document.content):
+            raise ConversionStateError(
+                f"machine {name!r} runs qemu-system-aarch64, but podman-emu has no record of converting it",
+                hint="It was changed by hand or by another tool, so its native command line is unknown. "
+                "Recreate it with `podman machine rm` + `podman machine init`.",
+            )
+        raise ConversionStateError(
+            f"machine {name!r} was never converted by podman-emu; there is nothing to revert",
+            hint="`podman-emu list` shows which machines are emulated.",
+        )
+    refuse_if_busy(machine.name, machine.model, "revert")
+    created = [item.path for item in journal.created if item.role != "disk" or delete_disk]
+    plan = plan_revert(
+        machine.document.content,
+        machine.layout,
+        NativeConfig(journal.native_cmdline, journal.native_image_path),
+        created,
+    )
+    kept = [item.path for item in journal.created if item.role == "disk" and not delete_disk]
+    outcome = RevertOutcome(
+        plan=plan,
+        machine=machine,
+        byte_identical=machine.document.sha256 == journal.converted_sha256,
+        kept=kept,
+    )
+    if dry_run:
+        return outcome
+    outcome.removed = apply_revert(machine, plan, journal, delete_disk=delete_disk)
+    outcome.applied = True
+    return outcome
