@@ -94,6 +94,8 @@ def _unknown_format(path: Path, head: bytes, inside: Compression | None) -> Imag
             )
     if inside is not None and compression_of(head) is not None:
         return ImageError(f"{where} is compressed twice", hint="decompress the outer layer first")
+    if not head:
+        return ImageError(f"{where} is empty", hint="the file was not downloaded or copied completely")
     if not head.strip(b"\x00"):
         return ImageError(
             f"{where} starts with zeros only: no qcow2 header and no partition table",
