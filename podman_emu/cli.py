@@ -314,4 +314,4 @@ def cleanup_command(
 
 
 def main() -> None:
-    app()
+    app(prog_name="podman-emu")

@@ -172,11 +172,12 @@ def detect_layout(path: Path, content: dict[str, Any]) -> Layout:
             "every start (and on macOS it has no qemu provider at all), so there is nothing to "
             "convert. Use podman 4.9 with its qemu provider for an emulated aarch64 machine.",
         )
+    # ConfigPath exists only in the 4.1+ layout, so it decides even when ImagePath has a wrong type.
     image_path = content.get("ImagePath")
+    if "ConfigPath" in content or isinstance(image_path, dict):
+        return Layout.V2
     if isinstance(image_path, str):
         return Layout.V1
-    if isinstance(image_path, dict) or "ConfigPath" in content:
-        return Layout.V2
     _refuse_case_variants(path, content)
     raise ConfigInvalid(
         f'{path}: not a podman machine config: no "ImagePath" key (string for podman 3.4/4.0, '

@@ -11,6 +11,7 @@ import json
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,8 @@ def _qmp_path(content: dict[str, Any]) -> str:
 @dataclass
 class PodmanHome:
     root: Path
+    # Sockets live here: a unix socket path must stay under 108 bytes, pytest's tmp paths do not.
+    runtime_root: Path
 
     @property
     def home(self) -> Path:
@@ -55,7 +58,7 @@ class PodmanHome:
 
     @property
     def runtime_dir(self) -> Path:
-        return self.root / "run"
+        return self.runtime_root
 
     @property
     def state_dir(self) -> Path:
@@ -101,12 +104,13 @@ class PodmanHome:
 
 @pytest.fixture
 def podman_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[PodmanHome]:
-    home = PodmanHome(tmp_path / "ph")
+    home = PodmanHome(tmp_path / "ph", Path(tempfile.mkdtemp(prefix="pemu-")))
     for directory in (home.home, home.runtime_dir / "podman", home.config_dir, home.data_dir):
         directory.mkdir(parents=True, exist_ok=True)
     for key, value in home.env().items():
         monkeypatch.setenv(key, value)
     yield home
+    shutil.rmtree(home.runtime_root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
