@@ -44,6 +44,7 @@ class DiskStaging:
     qemu_img: str
     progress: bool = False
     expected_sha256: str | None = None
+    expected_uncompressed_sha256: str | None = None
 
 
 @contextlib.contextmanager
@@ -88,7 +89,11 @@ def _stage_disk(action: FileAction, disk: DiskStaging) -> StagedFile:
     assert action.source is not None
     staged = temp_name(Path(action.destination))
     digest = images.materialize_disk(
-        Path(action.source), staged, expected_sha256=disk.expected_sha256, progress=disk.progress
+        Path(action.source),
+        staged,
+        expected_sha256=disk.expected_sha256,
+        expected_uncompressed_sha256=disk.expected_uncompressed_sha256,
+        progress=disk.progress,
     )
     images.resize_disk(staged, disk.size_gib, qemu_img=disk.qemu_img)
     return StagedFile(action, staged, digest)
@@ -237,6 +242,7 @@ def apply_revert(machine: LoadedMachine, plan: Plan, journal: Journal, *, delete
 
 def stale_temp_files(directory: Path) -> list[Path]:
     try:
-        return sorted(p for p in directory.iterdir() if p.name.endswith(TEMP_MARKER))
+        # The marker may sit inside the name: the disk copy streams into `<staged name>.XXXX.partial`.
+        return sorted(p for p in directory.iterdir() if TEMP_MARKER in p.name)
     except OSError:
         return []

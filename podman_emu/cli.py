@@ -313,5 +313,31 @@ def cleanup_command(
         render.out().print(f"{verb} {file}")
 
 
+@app.command("images")
+def images_command(as_json: bool = JsonOption) -> None:
+    """The cached aarch64 images: stream, release, size, checksums."""
+    from podman_emu import render
+    from podman_emu.images import images_dir, list_cached_images
+
+    cached = _run(list_cached_images)
+    if as_json:
+        render.print_json([entry.to_json() for entry in cached])
+        return
+    if not cached:
+        render.out().print(
+            f"No cached images in {images_dir()} (`podman-emu convert NAME --stream testing` fetches one)."
+        )
+        return
+    render.out().print(
+        render.table(
+            ["STREAM", "RELEASE", "SIZE", "SHA256", "FETCHED", "PATH"],
+            (
+                [e.stream, e.release, f"{e.size / 2**20:.0f} MiB", e.sha256[:16] + "…", e.fetched, str(e.path)]
+                for e in cached
+            ),
+        )
+    )
+
+
 def main() -> None:
     app(prog_name="podman-emu")

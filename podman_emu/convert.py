@@ -75,14 +75,28 @@ def _refuse_converted(machine: LoadedMachine) -> None:
     )
 
 
-def _resolve_image(request: ConvertRequest, warn: Callable[[str], None]) -> tuple[Path, str | None]:
+@dataclass(frozen=True)
+class DiskSource:
+    path: Path
+    sha256: str | None = None  # of the file as given (compressed or not)
+    uncompressed_sha256: str | None = None
+    description: str = ""
+
+
+def _resolve_image(request: ConvertRequest, warn: Callable[[str], None]) -> DiskSource:
     if request.image and request.stream:
         raise UsageError("--image and --stream exclude each other", hint="Give one source for the aarch64 disk.")
     if request.stream:
+        if request.sha256:
+            raise UsageError(
+                "--sha256 goes with --image", hint="Stream images are verified against the stream's own checksums."
+            )
         cached = images.resolve_stream_image(request.stream, stream_url=request.stream_url, progress=request.progress)
-        for note in getattr(cached, "notes", ()):
-            warn(note)
-        return cached.path, None
+        if cached.offline_reason:
+            warn(f"using the cached {cached.stream} image {cached.release}: {cached.offline_reason}")
+        return DiskSource(
+            cached.path, cached.sha256, cached.uncompressed_sha256, f"Fedora CoreOS {cached.stream} {cached.release}"
+        )
     if not request.image:
         raise UsageError(
             "convert needs an aarch64 disk: --image PATH or --stream stable|testing|next",
@@ -91,7 +105,7 @@ def _resolve_image(request: ConvertRequest, warn: Callable[[str], None]) -> tupl
             "fedora-coreos-…-qemu.aarch64.qcow2.xz with --image.",
         )
     path = Path(os.path.abspath(os.path.expanduser(request.image)))
-    return path, request.sha256
+    return DiskSource(path, request.sha256, None, str(path))
 
 
 def _check_arch(
@@ -124,7 +138,8 @@ def convert_machine(request: ConvertRequest, warn: Callable[[str], None]) -> Con
     firmware = find_firmware(qemu, code_override=request.firmware, vars_override=request.vars_template)
     qemu_img = find_qemu_img(qemu)
 
-    image_path, expected_sha = _resolve_image(request, warn)
+    source = _resolve_image(request, warn)
+    image_path = source.path
     disk_format = images.sniff_disk(image_path)
     verdict = _check_arch(image_path, disk_format, request.force, warn)
 
@@ -141,7 +156,9 @@ def convert_machine(request: ConvertRequest, warn: Callable[[str], None]) -> Con
     if request.dry_run:
         return outcome
     refuse_existing_destinations(plan)
-    staging = DiskStaging(machine.model.DiskSize, str(qemu_img), request.progress, expected_sha)
+    staging = DiskStaging(
+        machine.model.DiskSize, str(qemu_img), request.progress, source.sha256, source.uncompressed_sha256
+    )
     staged = stage_files(plan, staging)
     if disk_format.compression is not None:
         disk = next(item for item in staged if item.action.role == "disk")
@@ -166,7 +183,7 @@ def convert_machine(request: ConvertRequest, warn: Callable[[str], None]) -> Con
             "qemu_version": facts.version_string,
             "cpu": profile.cpu,
             "firmware": firmware.code,
-            "image_source": str(image_path),
+            "image_source": source.description,
             "image_format": disk_format.describe(),
         },
     )
