@@ -12,7 +12,9 @@ if [ ! -x "$python" ]; then
 fi
 
 status=0
-"$python" -m ruff check podman_emu tests benchmarks scripts || status=1
+lint_paths=()
+for path in podman_emu tests benchmarks; do [ -e "$path" ] && lint_paths+=("$path"); done
+"$python" -m ruff check "${lint_paths[@]}" || status=1
 "$python" -m mypy || status=1
 "$python" -m pytest -p no:cacheprovider -ra "$@"
 rc=$?
