@@ -147,6 +147,7 @@ def apply_conversion(
     try:
         with machine_lock(machine):
             _recheck(machine, "convert")
+            refuse_existing_destinations(plan)
             journal = Journal(
                 machine=machine.name,
                 config_path=str(machine.config_path.absolute()),
@@ -188,28 +189,38 @@ def _undo_conversion(config_path: Path, journal: Journal) -> None:
     journals.delete_journal(config_path)
 
 
-def reconcile(machine: LoadedMachine, journal: Journal | None) -> Journal | None:
-    """Finish what a crash interrupted. Returns the journal that describes the machine now
-    (None: not converted)."""
-    if journal is None:
-        return None
+def effective_journal(machine: LoadedMachine, journal: Journal | None) -> Journal | None:
+    """What the journal means for the file as it is now (read-only). A "converting" journal left
+    by a crash is settled by the config's checksum: the new file is there -> converted; the old
+    one -> the conversion never happened (None)."""
+    if journal is None or journal.status != "converting":
+        return journal
     current = machine.document.sha256
-    if journal.status == "converting":
-        if current == journal.converted_sha256:
-            journal.status = "converted"
-            journals.save_journal(journal)
-            return journal
-        if current == journal.original_sha256:
+    if current == journal.converted_sha256:
+        return replace(journal, status="converted")
+    # Podman may have rewritten the file since the crash (list, set): the CmdLine tells.
+    if current != journal.original_sha256 and is_emulated(machine.document.content):
+        return replace(journal, status="converted")
+    return None
+
+
+def repair_interrupted(machine: LoadedMachine) -> None:
+    """Settle a conversion a crash interrupted: under the lock, so a conversion that is merely
+    in progress in another process is never mistaken for a crashed one."""
+    with machine_lock(machine):
+        if read_config_bytes(machine.config_path) != machine.document.data:
+            raise MachineBusy(
+                f"{machine.config_path} changed while podman-emu was reading it",
+                hint="Another program (podman?) wrote it meanwhile; nothing was changed. Run the command again.",
+            )
+        journal = journals.load_journal(machine.config_path)
+        if journal is None or journal.status != "converting":
+            return
+        settled = effective_journal(machine, journal)
+        if settled is None:
             _undo_conversion(machine.config_path, journal)
-            return None
-        # Podman rewrote the file after the crash (list/set): the new CmdLine tells which it is.
-        if is_emulated(machine.document.content):
-            journal.status = "converted"
-            journals.save_journal(journal)
-            return journal
-        _undo_conversion(machine.config_path, journal)
-        return None
-    return journal
+        else:
+            journals.save_journal(settled)
 
 
 def console_files(path: str) -> list[Path]:

@@ -13,8 +13,9 @@ from podman_emu.apply import (
     DiskStaging,
     apply_conversion,
     discard_staged,
-    reconcile,
+    effective_journal,
     refuse_existing_destinations,
+    repair_interrupted,
     stage_files,
 )
 from podman_emu.console import console_log_path
@@ -61,7 +62,7 @@ class ConvertOutcome:
 
 
 def _refuse_converted(machine: LoadedMachine) -> None:
-    journal = reconcile(machine, journals.load_journal(machine.config_path))
+    journal = effective_journal(machine, journals.load_journal(machine.config_path))
     if journal is None:
         return
     if journal.status == "reverting":
@@ -129,6 +130,8 @@ def _check_arch(
 
 def convert_machine(request: ConvertRequest, warn: Callable[[str], None]) -> ConvertOutcome:
     machine = load_machine(request.name)
+    if not request.dry_run:
+        repair_interrupted(machine)
     _refuse_converted(machine)
     refuse_if_busy(machine.name, machine.model, "convert")
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from podman_emu import journal as journals
-from podman_emu.apply import apply_revert, reconcile
+from podman_emu.apply import apply_revert, effective_journal, repair_interrupted
 from podman_emu.errors import ConversionStateError
 from podman_emu.machines import LoadedMachine, load_machine
 from podman_emu.plan import NativeConfig, Plan, is_emulated, plan_revert
@@ -25,7 +25,9 @@ class RevertOutcome:
 
 def revert_machine(name: str, *, delete_disk: bool, dry_run: bool) -> RevertOutcome:
     machine = load_machine(name)
-    journal = reconcile(machine, journals.load_journal(machine.config_path))
+    if not dry_run:
+        repair_interrupted(machine)
+    journal = effective_journal(machine, journals.load_journal(machine.config_path))
     if journal is None:
         if is_emulated(machine.document.content):
             raise ConversionStateError(
