@@ -181,30 +181,25 @@ def convert_command(
     outcome = _run(lambda: convert_machine(request, warn))
     plan = outcome.plan
     if as_json:
+        files = [{"role": f.role, "path": f.destination, "source": f.source, "detail": f.detail} for f in plan.files]
         render.print_json(
-            {
-                "machine": plan.machine,
-                "applied": outcome.applied,
-                "patch": plan.patch,
-                "files": [
-                    {"role": f.role, "path": f.destination, "source": f.source, "detail": f.detail} for f in plan.files
-                ],
-                "argv_before": plan.argv_before,
-                "argv_after": plan.argv_after,
-                "cpu": outcome.profile.cpu,
-                "firmware": outcome.firmware.code,
-                "disk_format": outcome.disk_format.describe(),
-                "arch_check": {"arch": outcome.arch.arch, "reason": outcome.arch.reason},
-                "notes": plan.notes,
-                "warnings": warnings,
-            }
+            _plan_json(
+                plan,
+                outcome.applied,
+                files=files,
+                argv_before=plan.argv_before,
+                argv_after=plan.argv_after,
+                cpu=outcome.profile.cpu,
+                firmware=outcome.firmware.code,
+                disk_format=outcome.disk_format.describe(),
+                arch_check={"arch": outcome.arch.arch, "reason": outcome.arch.reason},
+                warnings=warnings,
+            )
         )
         return
-    _show_plan(plan)
-    console = render.out()
-    if not outcome.applied:
-        console.print("[yellow]Dry run: nothing was written.[/yellow]")
+    if not _show_plan(plan, outcome.applied):
         return
+    console = render.out()
     console.print(
         f"[green]Converted {plan.machine!r}[/green] to an emulated aarch64 machine (-cpu {outcome.profile.cpu})."
     )
@@ -214,7 +209,12 @@ def convert_command(
     console.print(f"Undo with `podman-emu revert {plan.machine}`.")
 
 
-def _show_plan(plan: Any) -> None:
+def _plan_json(plan: Any, applied: bool, **details: Any) -> dict[str, Any]:
+    return {"machine": plan.machine, "applied": applied, "patch": plan.patch, "notes": plan.notes, **details}
+
+
+def _show_plan(plan: Any, applied: bool) -> bool:
+    """Print the diff and the file actions; False (after saying so) for a dry run."""
     from podman_emu import render
 
     console = render.out()
@@ -226,6 +226,9 @@ def _show_plan(plan: Any) -> None:
         console.print(f"[bold]remove[/bold] {path}")
     for note in plan.notes:
         console.print(f"[dim]note:[/dim] {note}")
+    if not applied:
+        console.print("[yellow]Dry run: nothing was written.[/yellow]")
+    return applied
 
 
 @app.command("revert")
@@ -243,22 +246,18 @@ def revert_command(
     plan = outcome.plan
     if as_json:
         render.print_json(
-            {
-                "machine": plan.machine,
-                "applied": outcome.applied,
-                "patch": plan.patch,
-                "byte_identical_to_original": outcome.byte_identical,
-                "removed": outcome.removed if outcome.applied else plan.removals,
-                "kept": outcome.kept,
-                "notes": plan.notes,
-            }
+            _plan_json(
+                plan,
+                outcome.applied,
+                byte_identical_to_original=outcome.byte_identical,
+                removed=outcome.removed if outcome.applied else plan.removals,
+                kept=outcome.kept,
+            )
         )
         return
-    _show_plan(plan)
-    console = render.out()
-    if not outcome.applied:
-        console.print("[yellow]Dry run: nothing was written.[/yellow]")
+    if not _show_plan(plan, outcome.applied):
         return
+    console = render.out()
     same = " (byte-identical to the original)" if outcome.byte_identical else ""
     console.print(f"[green]Reverted {plan.machine!r}[/green] to its native config{same}.")
     for path in outcome.kept:
