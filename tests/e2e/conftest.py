@@ -1,0 +1,267 @@
+"""End-to-end scaffolding: a throwaway user, the gvproxy stand-in, the test guest, timed phases.
+
+podman machine refuses to run as root, so every podman and podman-emu command runs as a user made
+for this session (`useradd -m`), with its own XDG_RUNTIME_DIR since there is no logind here.
+podman 4.3.1 waits for the guest with no timeout in `start` and `stop`, so every command runs
+under a timeout that kills its whole process group, and teardown kills whatever the machines' pid
+files name plus any process left owned by the throwaway user, before the user is removed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pwd
+import secrets
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+E2E_DIR = Path(__file__).resolve().parent
+REPO = E2E_DIR.parent.parent
+if str(REPO) not in sys.path:
+    # tests.guest is shared with benchmarks/; import it by its repository path.
+    sys.path.insert(0, str(REPO))
+
+from tests.guest import (  # noqa: E402
+    AAVMF_CODE,
+    AAVMF_VARS,
+    GuestImage,
+    GuestToolMissing,
+    build_guest_image,
+    check_host,
+)
+
+from .support import (  # noqa: E402
+    PHASES,
+    USER_PATH,
+    E2EUser,
+    kill_pid,
+    phase,
+    pid_alive,
+    proc_argv,
+    run_with_timeout,
+)
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+PODMAN_DEFAULT_HELPER_DIRS = [
+    "/usr/local/libexec/podman",
+    "/usr/local/lib/podman",
+    "/usr/libexec/podman",
+    "/usr/lib/podman",
+]
+# Tool -> Debian package that provides it.
+REQUIRED_TOOLS = {
+    "podman": "podman",
+    "qemu-system-aarch64": "qemu-system-arm",
+    "qemu-img": "qemu-utils",
+    "runuser": "util-linux",
+    "useradd": "passwd",
+    "userdel": "passwd",
+    "ssh": "openssh-client",
+}
+
+
+def unavailable(message: str) -> None:
+    """Missing prerequisites fail the run in CI (the suite must really run there) and skip it
+    elsewhere, with the message saying what to install."""
+    if IN_CI:
+        pytest.fail(f"e2e prerequisites missing in CI: {message}", pytrace=False)
+    pytest.skip(f"e2e suite skipped: {message}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Reporting and step ordering.
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if not PHASES:
+        return
+    terminalreporter.section("podman-emu e2e phase timings")
+    for name, seconds, note in PHASES:
+        terminalreporter.write_line(f"{name:<52} {seconds:8.2f}s  {note}")
+    out = os.environ.get("PODMAN_EMU_E2E_TIMINGS")
+    if out:
+        Path(out).write_text(
+            json.dumps([{"phase": n, "seconds": round(s, 3), "note": t} for n, s, t in PHASES], indent=1) + "\n"
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Scenario steps depend on each other: once one fails, the later ones are skipped, not failed.
+
+
+FAILED_STEPS: list[str] = []
+
+
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> None:
+    if (
+        call.when in ("setup", "call")
+        and call.excinfo is not None
+        and item.get_closest_marker("e2e_step")
+        and not call.excinfo.errisinstance(pytest.skip.Exception)
+    ):
+        FAILED_STEPS.append(item.name)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker("e2e_step") and FAILED_STEPS:
+        pytest.skip(f"an earlier scenario step failed: {FAILED_STEPS[0]}")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "e2e_step: a step of the ordered e2e scenario")
+
+
+def _check_prerequisites() -> None:
+    if sys.platform != "linux":
+        unavailable("needs Linux")
+    if os.geteuid() != 0:
+        unavailable("needs root, to create the throwaway user podman machine must run as (run it as root)")
+    missing = {tool: pkg for tool, pkg in REQUIRED_TOOLS.items() if shutil.which(tool, path=USER_PATH) is None}
+    if missing:
+        unavailable(f"missing {', '.join(sorted(missing))}: apt-get install {' '.join(sorted(set(missing.values())))}")
+    for firmware in (AAVMF_CODE, AAVMF_VARS):
+        if not firmware.is_file():
+            unavailable(f"missing {firmware}: apt-get install qemu-efi-aarch64")
+    try:
+        check_host()
+    except GuestToolMissing as exc:
+        unavailable(f"cannot build the aarch64 test guest: {exc}")
+
+
+@pytest.fixture(scope="session")
+def e2e_prerequisites() -> None:
+    _check_prerequisites()
+
+
+@pytest.fixture(scope="session")
+def guest_image(e2e_prerequisites: None) -> GuestImage:
+    """The bootable aarch64 test disk, built once and cached between runs."""
+    with phase("disk build") as info:
+        try:
+            image = build_guest_image(log=print)
+        except GuestToolMissing as exc:
+            unavailable(f"cannot build the aarch64 test guest: {exc}")
+        info["note"] = (
+            f"cached {image.directory.name}"
+            if image.cached
+            else "built: " + ", ".join(f"{k} {v:.1f}s" for k, v in image.timings.items())
+        )
+    return image
+
+
+def _readable_by(user: str, path: str, env: list[str]) -> bool:
+    probe = run_with_timeout(
+        ["runuser", "-u", user, "--", "env", "-i", *env, path, "-c", "import typer, pydantic, jsonpatch"],
+        timeout=60,
+    )
+    return probe.returncode == 0
+
+
+@pytest.fixture(scope="session")
+def e2e_user(e2e_prerequisites: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2EUser]:
+    name = f"pemu{secrets.token_hex(4)}"
+    log_dir = tmp_path_factory.mktemp("e2e-logs")
+    created = run_with_timeout(["useradd", "-m", "-s", "/bin/sh", name], timeout=60)
+    if created.returncode != 0:
+        pytest.fail(f"useradd failed:\n{created.describe()}", pytrace=False)
+    user: E2EUser | None = None
+    emu_src: Path | None = None
+    runtime_dir: Path | None = None
+    try:
+        entry = pwd.getpwnam(name)
+        home = Path(entry.pw_dir)
+        runtime_dir = Path(f"/run/user/{entry.pw_uid}")
+        # No logind here to make the runtime dir, and podman machine needs one.
+        runtime_dir.mkdir(parents=True, exist_ok=True)
+        os.chown(runtime_dir, entry.pw_uid, entry.pw_gid)
+        runtime_dir.chmod(0o700)
+
+        # The stand-in must be readable by the user wherever the clone lives, so it is copied.
+        helper_dir = home / "podman-emu-e2e-helpers"
+        helper_dir.mkdir()
+        shutil.copy2(E2E_DIR / "gvproxy_standin.py", helper_dir / "gvproxy_standin.py")
+        wrapper = helper_dir / "gvproxy"
+        wrapper.write_text(f'#!/bin/sh\nexec /usr/bin/python3 {helper_dir / "gvproxy_standin.py"} "$@"\n')
+        wrapper.chmod(0o755)
+        conf_dir = home / ".config" / "containers"
+        conf_dir.mkdir(parents=True)
+        dirs = ", ".join(json.dumps(d) for d in [str(helper_dir), *PODMAN_DEFAULT_HELPER_DIRS])
+        (conf_dir / "containers.conf").write_text(f"[engine]\nhelper_binaries_dir = [{dirs}]\n")
+        for path in [home / ".config", *home.joinpath(".config").rglob("*"), helper_dir, *helper_dir.iterdir()]:
+            os.chown(path, entry.pw_uid, entry.pw_gid)
+
+        # podman-emu runs as the user from a copy of the package the user can read.
+        emu_src = Path(tempfile.mkdtemp(prefix="podman-emu-e2e-src-"))
+        emu_src.chmod(0o755)
+        shutil.copytree(
+            REPO / "podman_emu", emu_src / "podman_emu", ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
+        )
+        for path in [emu_src, *emu_src.rglob("*")]:
+            path.chmod(0o755 if path.is_dir() else 0o644)
+
+        user = E2EUser(
+            name=name,
+            uid=entry.pw_uid,
+            gid=entry.pw_gid,
+            home=home,
+            runtime_dir=runtime_dir,
+            helper_dir=helper_dir,
+            emu_src=emu_src,
+            python=sys.executable,
+            log_dir=log_dir,
+        )
+        if not _readable_by(name, sys.executable, user.env()):
+            pytest.fail(
+                f"the test user cannot run {sys.executable} with podman-emu's dependencies; run the suite "
+                "from a world-readable venv (.ci/run makes /opt/podman-emu-venv with chmod -R a+rX)",
+                pytrace=False,
+            )
+        print(f"[e2e] user {name} uid={entry.pw_uid} home={home} logs={log_dir}")
+        yield user
+    finally:
+        _teardown_user(name, user, runtime_dir, emu_src, log_dir)
+
+
+def _teardown_user(
+    name: str, user: E2EUser | None, runtime_dir: Path | None, emu_src: Path | None, log_dir: Path
+) -> None:
+    notes: list[str] = []
+    if user is not None:
+        if user.config_dir.is_dir():
+            for config in user.config_dir.glob("*.json"):
+                killed = user.kill_machine(config.stem)
+                if killed:
+                    notes.append(f"killed {config.stem}: {', '.join(killed)}")
+        # Anything else the user still runs was started by this suite (podman, ssh, a stray
+        # stand-in from a failed start): end it by pid so userdel can proceed.
+        for _ in range(3):
+            leftovers = [pid for pid in user.own_pids() if pid_alive(pid)]
+            if not leftovers:
+                break
+            for pid in leftovers:
+                notes.append(f"killed leftover pid {pid}: {' '.join(proc_argv(pid))[:200]}")
+                kill_pid(pid, uid=user.uid, grace=1.0)
+        # Keep the user's logs for a failed run's diagnosis.
+        for src in [user.runtime_dir / "gvproxy-standin.log", *user.state_dir.glob("consoles/*.log")]:
+            with contextlib.suppress(OSError):
+                shutil.copy2(src, log_dir / src.name)
+    if notes:
+        (log_dir / "teardown.log").write_text("\n".join(notes) + "\n")
+        print("[e2e teardown] " + "; ".join(notes))
+    deleted = run_with_timeout(["userdel", "-r", "-f", name], timeout=60)
+    if deleted.returncode not in (0, 12):  # 12: home dir removal trouble, handled below
+        print(f"[e2e teardown] userdel: {deleted.describe()}")
+    if user is not None:
+        shutil.rmtree(user.home, ignore_errors=True)
+    if runtime_dir is not None:
+        shutil.rmtree(runtime_dir, ignore_errors=True)
+    if emu_src is not None:
+        shutil.rmtree(emu_src, ignore_errors=True)

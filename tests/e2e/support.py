@@ -1,0 +1,280 @@
+"""Helpers for the end-to-end suite: timed phases, commands with hard timeouts, the test user.
+
+Kept apart from conftest.py so the test module can import them by name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+USER_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+# Phase timings, shown in the terminal summary by conftest.
+
+PHASES: list[tuple[str, float, str]] = []
+
+
+@contextlib.contextmanager
+def phase(name: str, note: str = "") -> Iterator[dict[str, str]]:
+    """Time a step of the scenario. `extra["note"]` may be set inside the block."""
+    extra = {"note": note}
+    start = time.monotonic()
+    try:
+        yield extra
+    finally:
+        elapsed = time.monotonic() - start
+        PHASES.append((name, elapsed, extra["note"]))
+        print(f"[e2e phase] {name}: {elapsed:.2f}s {extra['note']}".rstrip())
+
+
+def record_phase(name: str, seconds: float, note: str = "") -> None:
+    PHASES.append((name, seconds, note))
+    print(f"[e2e phase] {name}: {seconds:.2f}s {note}".rstrip())
+
+
+# Running things as the throwaway user.
+
+
+@dataclass
+class Result:
+    argv: list[str]
+    returncode: int
+    stdout: str
+    stderr: str
+    seconds: float
+    timed_out: bool = False
+    # (seconds since launch, "out"/"err", line) for every output line, to time what podman prints.
+    lines: list[tuple[float, str, str]] = field(default_factory=list)
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+    def line_time(self, text: str) -> float | None:
+        return next((t for t, _, line in self.lines if text in line), None)
+
+    def describe(self) -> str:
+        state = "TIMED OUT" if self.timed_out else f"exit {self.returncode}"
+        return (
+            f"$ {' '.join(self.argv)}\n[{state} after {self.seconds:.1f}s]\n"
+            f"--- stdout ---\n{self.stdout}\n--- stderr ---\n{self.stderr}"
+        )
+
+
+def run_with_timeout(argv: list[str], *, timeout: float, env: dict[str, str] | None = None) -> Result:
+    """Run argv in its own process group; on timeout SIGTERM, then SIGKILL, that whole group.
+
+    Anything it launched in the same group (podman starts qemu and gvproxy without a new
+    session) goes too, which is what a hung `podman machine start` needs."""
+    start = time.monotonic()
+    proc = subprocess.Popen(
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        start_new_session=True,
+    )
+    lines: list[tuple[float, str, str]] = []
+    lock = threading.Lock()
+
+    def pump(stream: Any, tag: str) -> None:
+        for raw in iter(stream.readline, b""):
+            with lock:
+                lines.append((time.monotonic() - start, tag, raw.decode(errors="replace")))
+        stream.close()
+
+    pumps = [
+        threading.Thread(target=pump, args=(proc.stdout, "out"), daemon=True),
+        threading.Thread(target=pump, args=(proc.stderr, "err"), daemon=True),
+    ]
+    for thread in pumps:
+        thread.start()
+    timed_out = False
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        timed_out = True
+        for sig, grace in ((signal.SIGTERM, 5), (signal.SIGKILL, 10)):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, sig)
+            try:
+                proc.wait(timeout=grace)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+    # A child left in the background (qemu after `podman machine start`) may hold the pipes open.
+    for thread in pumps:
+        thread.join(timeout=2)
+    with lock:
+        captured = list(lines)
+    return Result(
+        argv,
+        proc.returncode if proc.returncode is not None else -9,
+        "".join(line for _, tag, line in captured if tag == "out"),
+        "".join(line for _, tag, line in captured if tag == "err"),
+        time.monotonic() - start,
+        timed_out,
+        captured,
+    )
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return Path(f"/proc/{pid}").exists() and "zombie" not in _proc_state(pid)
+
+
+def _proc_state(pid: int) -> str:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("State:"):
+                return line.lower()
+    except OSError:
+        pass
+    return ""
+
+
+def proc_uid(pid: int) -> int | None:
+    try:
+        return Path(f"/proc/{pid}").stat().st_uid
+    except OSError:
+        return None
+
+
+def proc_argv(pid: int) -> list[str]:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return []
+    return [part.decode(errors="replace") for part in raw.split(b"\0")[:-1]]
+
+
+def kill_pid(pid: int, *, uid: int, grace: float = 3.0) -> bool:
+    """SIGTERM then SIGKILL one process, but only if it still belongs to `uid` (a recycled pid
+    must never hit somebody else's process). True if it was alive."""
+    if proc_uid(pid) != uid or not pid_alive(pid):
+        return False
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and pid_alive(pid):
+        time.sleep(0.05)
+    if pid_alive(pid) and proc_uid(pid) == uid:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    return True
+
+
+def read_pid_file(path: str | Path) -> int | None:
+    try:
+        return int(Path(path).read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+@dataclass
+class E2EUser:
+    name: str
+    uid: int
+    gid: int
+    home: Path
+    runtime_dir: Path
+    helper_dir: Path
+    emu_src: Path
+    python: str
+    log_dir: Path
+    machines: list[str] = field(default_factory=list)
+
+    @property
+    def config_dir(self) -> Path:
+        return self.home / ".config" / "containers" / "podman" / "machine" / "qemu"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.home / ".local" / "share" / "containers" / "podman" / "machine" / "qemu"
+
+    @property
+    def state_dir(self) -> Path:
+        return self.home / ".local" / "state" / "podman-emu"
+
+    def env(self, extra: dict[str, str] | None = None) -> list[str]:
+        values = {
+            "HOME": str(self.home),
+            "USER": self.name,
+            "LOGNAME": self.name,
+            "PATH": USER_PATH,
+            "XDG_RUNTIME_DIR": str(self.runtime_dir),
+            "LANG": "C.UTF-8",
+            "TERM": "dumb",
+            "GVPROXY_STANDIN_LOG": str(self.runtime_dir / "gvproxy-standin.log"),
+            **(extra or {}),
+        }
+        return [f"{k}={v}" for k, v in values.items()]
+
+    def run(self, argv: list[str], *, timeout: float, env: dict[str, str] | None = None) -> Result:
+        wrapped = ["runuser", "-u", self.name, "--", "env", "-i", *self.env(env), *argv]
+        result = run_with_timeout(wrapped, timeout=timeout)
+        result.argv = argv
+        with (self.log_dir / "commands.log").open("a") as fh:
+            fh.write(result.describe() + "\n\n")
+        return result
+
+    def podman(self, *args: str, timeout: float = 60) -> Result:
+        return self.run(["podman", *args], timeout=timeout)
+
+    def podman_emu(self, *args: str, timeout: float = 120) -> Result:
+        return self.run(
+            [self.python, "-m", "podman_emu", *args],
+            timeout=timeout,
+            env={"PYTHONPATH": str(self.emu_src), "PYTHONDONTWRITEBYTECODE": "1", "NO_COLOR": "1"},
+        )
+
+    def machine_json(self, name: str) -> dict[str, Any]:
+        return json.loads((self.config_dir / f"{name}.json").read_text())
+
+    def machine_pids(self, name: str) -> dict[str, int | None]:
+        """Pids named by the machine's pid files: qemu (VMPidFilePath) and gvproxy (PidFilePath)."""
+        path = self.config_dir / f"{name}.json"
+        pids: dict[str, int | None] = {"qemu": None, "gvproxy": None}
+        try:
+            content = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return pids
+        for role, key in (("qemu", "VMPidFilePath"), ("gvproxy", "PidFilePath")):
+            value = content.get(key)
+            if isinstance(value, dict):
+                value = value.get("Path")
+            if value:
+                pids[role] = read_pid_file(value)
+        return pids
+
+    def kill_machine(self, name: str) -> list[str]:
+        """Kill the machine's qemu and gvproxy stand-in by the pids in its pid files."""
+        killed = []
+        for role, pid in self.machine_pids(name).items():
+            if pid is not None and kill_pid(pid, uid=self.uid):
+                killed.append(f"{role}:{pid}")
+        return killed
+
+    def own_pids(self) -> list[int]:
+        pids = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit() and proc_uid(int(entry.name)) == self.uid:
+                pids.append(int(entry.name))
+        return pids
