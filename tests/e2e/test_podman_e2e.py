@@ -29,11 +29,13 @@ pytestmark = [pytest.mark.e2e, pytest.mark.e2e_step]
 
 FIRST = "emu1"
 SECOND = "emu2"
-INIT_TIMEOUT = 180
-# Launch -> ready takes ~10 s here (firmware ~6 s, kernel + /init ~4 s); podman itself has no limit.
-START_TIMEOUT = 240
-STOP_TIMEOUT = 90
-CONSOLE_WAIT = 60
+# Slower hosts can stretch every limit at once (e.g. 2.0); podman itself has none in start/stop.
+SCALE = float(os.environ.get("PODMAN_EMU_E2E_TIMEOUT_SCALE") or 1)
+INIT_TIMEOUT = 180 * SCALE
+# Launch -> ready takes 10-25 s on a 2-core host (firmware 6-8 s, kernel + /init 4-15 s).
+START_TIMEOUT = 240 * SCALE
+STOP_TIMEOUT = 90 * SCALE
+CONSOLE_WAIT = 60 * SCALE
 # What the guest's console must show, in this order, for a boot from the machine's own disk.
 BOOT_SEQUENCE = [
     "UEFI firmware",
