@@ -157,14 +157,6 @@ def guest_image(e2e_prerequisites: None) -> GuestImage:
     return image
 
 
-def _readable_by(user: str, path: str, env: list[str]) -> bool:
-    probe = run_with_timeout(
-        ["runuser", "-u", user, "--", "env", "-i", *env, path, "-c", "import typer, pydantic, jsonpatch"],
-        timeout=60,
-    )
-    return probe.returncode == 0
-
-
 @pytest.fixture(scope="session")
 def e2e_user(e2e_prerequisites: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2EUser]:
     name = f"pemu{secrets.token_hex(4)}"
@@ -218,12 +210,19 @@ def e2e_user(e2e_prerequisites: None, tmp_path_factory: pytest.TempPathFactory) 
             python=sys.executable,
             log_dir=log_dir,
         )
-        if not _readable_by(name, sys.executable, user.env()):
+        probe = user.run(
+            [sys.executable, "-c", "import typer, pydantic, jsonpatch, podman_emu; print(podman_emu.__file__)"],
+            timeout=60,
+            env={"PYTHONPATH": str(emu_src), "PYTHONDONTWRITEBYTECODE": "1"},
+        )
+        if probe.returncode != 0:
             pytest.fail(
                 f"the test user cannot run {sys.executable} with podman-emu's dependencies; run the suite "
-                "from a world-readable venv (.ci/run makes /opt/podman-emu-venv with chmod -R a+rX)",
+                "from a world-readable venv (.ci/run makes /opt/podman-emu-venv with chmod -R a+rX)\n"
+                + probe.describe(),
                 pytrace=False,
             )
+        assert probe.stdout.strip().startswith(str(emu_src)), f"podman-emu imported from elsewhere: {probe.stdout}"
         print(f"[e2e] user {name} uid={entry.pw_uid} home={home} logs={log_dir}")
         yield user
     finally:

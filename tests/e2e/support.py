@@ -72,7 +72,9 @@ class Result:
         )
 
 
-def run_with_timeout(argv: list[str], *, timeout: float, env: dict[str, str] | None = None) -> Result:
+def run_with_timeout(
+    argv: list[str], *, timeout: float, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> Result:
     """Run argv in its own process group; on timeout SIGTERM, then SIGKILL, that whole group.
 
     Anything it launched in the same group (podman starts qemu and gvproxy without a new
@@ -84,6 +86,7 @@ def run_with_timeout(argv: list[str], *, timeout: float, env: dict[str, str] | N
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env=env,
+        cwd=cwd,
         start_new_session=True,
     )
     lines: list[tuple[float, str, str]] = []
@@ -229,7 +232,9 @@ class E2EUser:
 
     def run(self, argv: list[str], *, timeout: float, env: dict[str, str] | None = None) -> Result:
         wrapped = ["runuser", "-u", self.name, "--", "env", "-i", *self.env(env), *argv]
-        result = run_with_timeout(wrapped, timeout=timeout)
+        # From the user's home: `python -m` puts the working directory first on sys.path, and the
+        # suite's own directory (a checkout) must not shadow the copied package.
+        result = run_with_timeout(wrapped, timeout=timeout, cwd=self.home)
         result.argv = argv
         with (self.log_dir / "commands.log").open("a") as fh:
             fh.write(result.describe() + "\n\n")
