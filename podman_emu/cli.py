@@ -98,7 +98,7 @@ def list_command(as_json: bool = JsonOption) -> None:
                 else [
                     row["name"],
                     row["emulation"],
-                    row["state"],
+                    row["state"] + (f" ({row['boot_stage']})" if row.get("boot_stage") else ""),
                     row["podman"],
                     row["cpus"],
                     f"{row['memory_mib']} MiB",
@@ -336,6 +336,55 @@ def images_command(as_json: bool = JsonOption) -> None:
             ),
         )
     )
+
+
+@app.command("logs")
+def logs_command(
+    name: str = NameArgument,
+    follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing new output (across restarts)."),
+    lines: int | None = typer.Option(None, "--lines", "-n", min=0, help="Only the last LINES lines (default: all)."),
+) -> None:
+    """The machine's serial console: firmware, boot loader, kernel and init output."""
+    from podman_emu.logs import machine_console, show_console
+
+    console = _run(lambda: machine_console(name))
+    # Console text is sanitized already; an unencodable character must not end the stream.
+    sys.stdout.reconfigure(errors="replace")  # type: ignore[union-attr]
+
+    def write(text: str) -> None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+
+    def notice(message: str) -> None:
+        sys.stderr.write(f"podman-emu: {message}\n")
+
+    def show() -> None:
+        try:
+            show_console(console.log, write, lines=lines, follow=follow, notice=notice)
+        except KeyboardInterrupt:
+            pass  # Ctrl-C is how `logs -f` ends: a normal exit, not an error
+        except BrokenPipeError:
+            # `podman-emu logs NAME | head`: the reader left; stop quietly, as `tail` does.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+    _run(show)
+
+
+@app.command("status")
+def status_command(name: str = NameArgument, as_json: bool = JsonOption) -> None:
+    """Ask the machine's qemu what it is (CPU, accelerator, memory, uptime) and how far it booted."""
+    from podman_emu import render
+    from podman_emu.status import describe, machine_status
+
+    report = _run(lambda: machine_status(name))
+    if as_json:
+        render.print_json(report)
+        return
+    from rich.text import Text
+
+    console = render.out()
+    for label, text in describe(report):
+        console.print(Text(f"{label:>12}  ", style="bold") + Text(text))
 
 
 def main() -> None:

@@ -1,19 +1,23 @@
 """What `list` and `inspect` report: plain dicts, rendered by the CLI as tables or JSON.
 
 Read-only: nothing here writes, not even to finish an interrupted operation (`convert`/`revert`
-do that); an interrupted state is reported as such.
+do that); an interrupted state is reported as such. The one exception is podman-emu's own
+console log, which `list` keeps bounded (console.rotate_if_large).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from podman_emu import journal as journals
-from podman_emu.console import console_log_path
+from podman_emu.console import console_log_path, last_boot, rotate_if_large
 from podman_emu.machines import BrokenMachine, LoadedMachine, discover, load_machine
 from podman_emu.plan import CONSOLE_CHARDEV_ID, is_emulated
 from podman_emu.qemu.argv import first_value, suboption
 from podman_emu.state import machine_state
+
+LIST_WINDOW_BYTES = 128 * 1024
 
 
 def emulation_status(machine: LoadedMachine, journal: journals.Journal | None) -> str:
@@ -63,7 +67,15 @@ def list_machines() -> list[dict[str, Any]]:
         if isinstance(item, BrokenMachine):
             rows.append({"name": item.name, "config": str(item.config_path), "error": item.error.message})
         else:
-            rows.append(summary(item))
+            row = summary(item)
+            row["boot_stage"] = None
+            log = _console_log(item)
+            if log is not None:
+                rotate_if_large(Path(log))
+                if row["state"] != "stopped":
+                    # A short look at the end of the log: enough to name the stage, cheap for list.
+                    row["boot_stage"] = last_boot(Path(log), window=LIST_WINDOW_BYTES).stage
+            rows.append(row)
     return rows
 
 

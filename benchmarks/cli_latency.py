@@ -1,0 +1,158 @@
+"""CLI start-up latency: `podman-emu --help` and `podman-emu list` with 1, 10 and 50 machines.
+
+Each machine is a real podman fixture config (every 4.x layout, linux and darwin) relocated into
+a private XDG home; a third of them are converted with `podman-emu convert` first, so `list`
+also reads journals and console paths as it does for real emulated machines. Every command runs
+as a separate process, exactly as a user starts it, and the medians of wall time are reported.
+
+    python benchmarks/cli_latency.py [--runs 21] [--out benchmarks/results/cli_latency.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from tests.conftest import PodmanHome, manifest  # noqa: E402
+
+COMMAND_TIMEOUT_S = 60
+TARGETS_MS = {"--help": 120.0, "list (10 machines)": 150.0}
+
+
+def entry_point() -> list[str]:
+    """The installed console script when there is one: what a user runs."""
+    script = Path(sys.executable).parent / "podman-emu"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "podman_emu"]
+
+
+def fixtures_4x() -> list[str]:
+    # 3.4 machines are listed too, but nobody runs them with a podman-emu-era podman.
+    return [entry["file"] for entry in manifest() if not entry["version"].startswith("3.")]
+
+
+def build_home(root: Path, count: int, blank_disk: Path | None) -> PodmanHome:
+    home = PodmanHome(root)
+    for directory in (home.home, home.runtime_dir / "podman", home.config_dir, home.data_dir):
+        directory.mkdir(parents=True, exist_ok=True)
+    files = fixtures_4x()
+    env = {**os.environ, **home.env()}
+    for index in range(count):
+        name = f"vm{index:02d}"
+        home.install(files[index % len(files)], name)
+        if blank_disk is not None and index % 3 == 0:
+            subprocess.run(
+                [*entry_point(), "convert", name, "--image", str(blank_disk)],
+                env=env,
+                capture_output=True,
+                timeout=COMMAND_TIMEOUT_S,
+                check=True,
+            )
+    return home
+
+
+def time_command(argv: list[str], env: dict[str, str], runs: int) -> list[float]:
+    # Two untimed runs warm the page cache and the .pyc files.
+    samples = []
+    for index in range(runs + 2):
+        start = time.perf_counter()
+        result = subprocess.run(argv, env=env, capture_output=True, timeout=COMMAND_TIMEOUT_S, check=False)
+        elapsed = time.perf_counter() - start
+        if result.returncode != 0:
+            raise SystemExit(f"{argv} failed ({result.returncode}): {result.stderr.decode(errors='replace')}")
+        if index >= 2:
+            samples.append(elapsed * 1000)
+    return samples
+
+
+def python_baseline(runs: int) -> list[float]:
+    """`python -c pass`: the floor no CLI can go below on this machine."""
+    return time_command([sys.executable, "-c", "pass"], dict(os.environ), runs)
+
+
+def measure(runs: int, with_conversions: bool) -> dict[str, object]:
+    results: dict[str, list[float]] = {}
+    with tempfile.TemporaryDirectory(prefix="podman-emu-cli-latency-") as tmp:
+        blank: Path | None = None
+        qemu_img = shutil.which("qemu-img")
+        if with_conversions and qemu_img:
+            blank = Path(tmp) / "blank-aarch64.qcow2"
+            subprocess.run([qemu_img, "create", "-q", "-f", "qcow2", str(blank), "1G"], check=True, timeout=60)
+        results["python -c pass"] = python_baseline(runs)
+        empty = build_home(Path(tmp) / "empty", 0, None)
+        results["--help"] = time_command([*entry_point(), "--help"], {**os.environ, **empty.env()}, runs)
+        for count in (1, 10, 50):
+            home = build_home(Path(tmp) / f"home{count}", count, blank)
+            env = {**os.environ, **home.env()}
+            results[f"list ({count} machine{'s' if count > 1 else ''})"] = time_command(
+                [*entry_point(), "list"], env, runs
+            )
+            if count == 10:
+                results["list --json (10 machines)"] = time_command([*entry_point(), "list", "--json"], env, runs)
+    return {
+        "host": {
+            "python": platform.python_version(),
+            "machine": platform.machine(),
+            "cpus": os.cpu_count(),
+            "loadavg_at_start": os.getloadavg(),
+        },
+        "runs": runs,
+        "converted_share": "1 in 3" if with_conversions else "none",
+        "samples_ms": results,
+        "median_ms": {key: round(statistics.median(values), 1) for key, values in results.items()},
+    }
+
+
+def markdown(report: dict[str, object]) -> str:
+    medians: dict[str, float] = report["median_ms"]  # type: ignore[assignment]
+    samples: dict[str, list[float]] = report["samples_ms"]  # type: ignore[assignment]
+    lines = [
+        "| command | median (ms) | min–max (ms) | target |",
+        "|---|---:|---:|---|",
+    ]
+    for key, median in medians.items():
+        target = TARGETS_MS.get(key)
+        verdict = f"< {target:.0f} ms {'✓' if median < target else '✗'}" if target else ""
+        lo, hi = min(samples[key]), max(samples[key])
+        lines.append(f"| `{key}` | {median:.0f} | {lo:.0f}–{hi:.0f} | {verdict} |")
+    host: dict[str, object] = report["host"]  # type: ignore[assignment]
+    lines.append("")
+    lines.append(
+        f"{report['runs']} runs each, separate processes, medians; Python {host['python']}, {host['cpus']} CPUs; "
+        f"{report['converted_share']} of the machines converted. "
+        f"Growth from 1 to 50 machines: {medians['list (50 machines)'] - medians['list (1 machine)']:.0f} ms "
+        f"({(medians['list (50 machines)'] - medians['list (1 machine)']) / 49:.1f} ms per machine)."
+    )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=21)
+    parser.add_argument("--no-convert", action="store_true", help="list native machines only")
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "cli_latency.json")
+    parser.add_argument("--markdown", type=Path, help="also write the table here")
+    args = parser.parse_args()
+    report = measure(args.runs, not args.no_convert)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=1) + "\n")
+    table = markdown(report)
+    if args.markdown:
+        args.markdown.write_text(table)
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
