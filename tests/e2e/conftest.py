@@ -80,7 +80,32 @@ def unavailable(message: str) -> None:
 # Reporting and step ordering.
 
 
+LOGS_ENV = "PODMAN_EMU_E2E_LOGS"
+_LOG_DIR: list[Path] = []
+
+
+def session_log_dir() -> Path:
+    """Commands, console logs and the stand-in's log of this run. Outside pytest's basetemp, which
+    other pytest runs of the same user prune; removed after a passing run unless LOGS_ENV names it."""
+    if not _LOG_DIR:
+        chosen = os.environ.get(LOGS_ENV)
+        if chosen:
+            path = Path(chosen)
+            path.mkdir(parents=True, exist_ok=True)
+        else:
+            path = Path(tempfile.mkdtemp(prefix="podman-emu-e2e-logs-"))
+        _LOG_DIR.append(path)
+    return _LOG_DIR[0]
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if _LOG_DIR and exitstatus == 0 and not os.environ.get(LOGS_ENV):
+        shutil.rmtree(_LOG_DIR[0], ignore_errors=True)
+
+
 def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if _LOG_DIR and _LOG_DIR[0].exists():
+        terminalreporter.write_line(f"podman-emu e2e logs kept in {_LOG_DIR[0]}")
     if not PHASES:
         return
     terminalreporter.section("podman-emu e2e phase timings")
@@ -158,9 +183,9 @@ def guest_image(e2e_prerequisites: None) -> GuestImage:
 
 
 @pytest.fixture(scope="session")
-def e2e_user(e2e_prerequisites: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2EUser]:
+def e2e_user(e2e_prerequisites: None) -> Iterator[E2EUser]:
     name = f"pemu{secrets.token_hex(4)}"
-    log_dir = tmp_path_factory.mktemp("e2e-logs")
+    log_dir = session_log_dir()
     created = run_with_timeout(["useradd", "-m", "-s", "/bin/sh", name], timeout=60)
     if created.returncode != 0:
         pytest.fail(f"useradd failed:\n{created.describe()}", pytrace=False)

@@ -226,6 +226,8 @@ class E2EUser:
             "LANG": "C.UTF-8",
             "TERM": "dumb",
             "GVPROXY_STANDIN_LOG": str(self.runtime_dir / "gvproxy-standin.log"),
+            # podman passes its environment on to gvproxy, so stand-in switches reach it this way.
+            **{k: v for k, v in os.environ.items() if k.startswith("GVPROXY_STANDIN_") and k != "GVPROXY_STANDIN_LOG"},
             **(extra or {}),
         }
         return [f"{k}={v}" for k, v in values.items()]
