@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,70 +69,71 @@ def materialize(
     expected_uncompressed_sha256: str | None = None,
     hash_output: bool = False,
     progress: bool = False,
+    before_place: Callable[[Path], None] | None = None,
 ) -> Materialized:
     """materialize_disk with the details: the format, and the sha256 of the written disk when
-    ``hash_output`` or ``expected_uncompressed_sha256`` asks for it."""
+    ``hash_output`` or ``expected_uncompressed_sha256`` asks for it. ``before_place`` is called with
+    the complete, verified temporary file before it is renamed into place; if it raises, nothing is
+    placed (install_disk checks the arch and resizes there)."""
     expected = normalize_sha256(expected_sha256)
     expected_disk = normalize_sha256(expected_uncompressed_sha256, what="uncompressed sha256")
     disk_format = sniff_disk(source)
     # For an uncompressed source the written bytes are the source bytes: no second hash is needed.
-    hash_written = (hash_output or expected_disk is not None) and disk_format.compression is not None
-    try:
-        total = source.stat().st_size
-    except OSError as exc:
-        raise ImageError(f"cannot read {source}: {exc.strerror or exc}") from None
+    want_disk_digest = hash_output or expected_disk is not None
+    written_hash = hashlib.sha256() if want_disk_digest and disk_format.compression is not None else None
     verb = "Decompressing" if disk_format.compression else "Copying"
     channel = Channel()
-    hashing: list[HashingReader] = []
+    try:
+        with (
+            open_source(source) as raw,
+            byte_progress(f"{verb} {source.name}", os.fstat(raw.fileno()).st_size, enabled=progress) as advance,
+            atomic_output(destination) as output,
+        ):
+            reader = HashingReader(raw, advance)
 
-    with byte_progress(f"{verb} {source.name}", total, enabled=progress) as advance:
-
-        def produce() -> None:
-            # Reading, hashing the source and decompressing happen here; the caller's thread writes.
-            try:
-                with open_source(source) as raw:
-                    reader = HashingReader(raw, advance)
-                    hashing.append(reader)
+            def produce() -> None:
+                # Reading, hashing the source and decompressing happen here; the caller's thread writes.
+                try:
                     decoded: ByteReader = reader
                     if disk_format.compression is not None:
                         decoded = decompressing_reader(reader, disk_format.compression)
                     while chunk := decoded.read(CHUNK_SIZE):
                         channel.put(chunk)
                     reader.drain()
-                channel.close()
-            except Cancelled:
-                pass
-            except BaseException as exc:
-                channel.fail(exc)
+                    channel.close()
+                except Cancelled:
+                    pass
+                except BaseException as exc:
+                    channel.fail(exc)
 
-        written_hash = hashlib.sha256() if hash_written else None
-        try:
-            with atomic_output(destination) as fd:
-                writer = SparseWriter(fd)
-                worker = start_thread("materialize-read", produce)
-                try:
-                    for chunk in channel:
-                        if written_hash is not None:
-                            written_hash.update(chunk)
-                        writer.write(chunk)
-                    writer.finish()
-                finally:
-                    channel.cancel()
-                    worker.join()
-                source_digest = hashing[0].hash.hexdigest()
-                check_digest(source_digest, expected, what="sha256", subject=str(source))
-                disk_digest = written_hash.hexdigest() if written_hash is not None else None
-                if disk_format.compression is None and (hash_output or expected_disk is not None):
-                    disk_digest = source_digest
-                if disk_digest is not None:
-                    check_digest(disk_digest, expected_disk, what="uncompressed sha256", subject=str(source))
-        except CORRUPT_DATA_ERRORS as exc:
-            raise ImageError(
-                f"{source} is corrupt or truncated ({disk_format.compression} data: {exc})",
-                hint="fetch the image again; nothing was written",
-            ) from None
-        except OSError as exc:
-            raise _copy_error(exc, source, destination) from None
+            writer = SparseWriter(output.fd)
+            worker = start_thread("materialize-read", produce)
+            try:
+                for chunk in channel:
+                    if written_hash is not None:
+                        written_hash.update(chunk)
+                    writer.write(chunk)
+                writer.finish()
+            finally:
+                channel.cancel()
+                worker.join()
+            source_digest = reader.hash.hexdigest()
+            check_digest(source_digest, expected, what="sha256", subject=str(source))
+            disk_digest = written_hash.hexdigest() if written_hash is not None else None
+            if disk_format.compression is None and want_disk_digest:
+                disk_digest = source_digest
+            if disk_digest is not None:
+                check_digest(disk_digest, expected_disk, what="uncompressed sha256", subject=str(source))
+            if before_place is not None:
+                output.sync()
+                before_place(output.path)
+    except CORRUPT_DATA_ERRORS as exc:
+        raise ImageError(
+            f"{source} is corrupt or truncated ({disk_format.compression} data: {exc})",
+            hint="fetch the image again; nothing was written",
+        ) from None
+    except OSError as exc:
+        raise _copy_error(exc, source, destination) from None
     return Materialized(disk_format, source_digest, disk_digest, writer.offset)
 
 

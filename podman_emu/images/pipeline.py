@@ -197,11 +197,23 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+class PendingFile:
+    """A temporary file beside its destination, open for writing."""
+
+    def __init__(self, fd: int, path: Path) -> None:
+        self.fd = fd
+        self.path = path
+
+    def sync(self) -> None:
+        """fsync now (so that other processes, such as qemu-img, see the file complete on disk)."""
+        os.fsync(self.fd)
+
+
 @contextlib.contextmanager
-def atomic_output(destination: Path) -> Iterator[int]:
-    """Yield a file descriptor of a temporary file beside ``destination``; when the block completes it
-    is fsynced and renamed over ``destination``. If the block raises, the temporary file is removed
-    and ``destination`` is untouched. The temporary name never ends in ``.json``: podman loads every
+def atomic_output(destination: Path) -> Iterator[PendingFile]:
+    """Yield a temporary file beside ``destination``; when the block completes it is fsynced and
+    renamed over ``destination``. If the block raises, the temporary file is removed and
+    ``destination`` is untouched. The temporary name never ends in ``.json``: podman loads every
     ``*.json`` in its machine directory."""
     directory = destination.parent
     if not directory.is_dir():
@@ -210,16 +222,18 @@ def atomic_output(destination: Path) -> Iterator[int]:
         fd, temp_name = tempfile.mkstemp(dir=directory, prefix=f".{destination.name}.", suffix=".partial")
     except OSError as exc:
         raise ImageError(f"cannot create a file in {directory}: {exc.strerror or exc}") from None
-    temp = Path(temp_name)
+    pending = PendingFile(fd, Path(temp_name))
     try:
         try:
-            yield fd
+            yield pending
+            # Always fsync before the rename, even after sync(): a before-place step (qemu-img
+            # resize) may have written to the file since.
             os.fsync(fd)
         finally:
             os.close(fd)
-        os.replace(temp, destination)
+        os.replace(pending.path, destination)
     except BaseException:
-        temp.unlink(missing_ok=True)
+        pending.path.unlink(missing_ok=True)
         raise
     _fsync_dir(directory)
 

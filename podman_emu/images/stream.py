@@ -225,8 +225,8 @@ def _record(directory: Path, disk: StreamDisk, size: int) -> CachedImage:
     )
     data = entry.to_json()
     del data["path"], data["offline_reason"]
-    with atomic_output(_meta_path(directory, disk.sha256)) as fd:
-        os.write(fd, (json.dumps(data, indent=1) + "\n").encode())
+    with atomic_output(_meta_path(directory, disk.sha256)) as output:
+        os.write(output.fd, (json.dumps(data, indent=1) + "\n").encode())
     return entry
 
 
