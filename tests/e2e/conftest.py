@@ -64,7 +64,6 @@ REQUIRED_TOOLS = {
     "runuser": "util-linux",
     "useradd": "passwd",
     "userdel": "passwd",
-    "ssh": "openssh-client",
 }
 
 

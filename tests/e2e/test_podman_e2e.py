@@ -209,7 +209,9 @@ def start_machine(user: E2EUser, name: str, label: str) -> tuple[Result, int]:
     # needs ssh into the guest, which the gvproxy stand-in cannot provide (no networking).
     assert ready_at is not None, f"podman never got past 'Waiting for VM'\n{result.describe()}"
     if result.returncode != 0:
-        assert "exit status 255" in result.output, f"start failed before the ssh step\n{result.describe()}"
+        # ssh exits 255 on the stand-in's closed port; without openssh-client podman cannot exec it.
+        ssh_failed = "exit status 255" in result.output or 'exec: "ssh"' in result.output
+        assert ssh_failed, f"start failed before the ssh step\n{result.describe()}"
     return result, offset
 
 
