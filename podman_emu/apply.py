@@ -22,6 +22,7 @@ from podman_emu import locations
 from podman_emu.document import sha256_bytes
 from podman_emu.errors import ConversionStateError, MachineBusy, PodmanEmuError
 from podman_emu.fileops import TEMP_MARKER, atomic_write, dir_flock, locked, remove_quietly, temp_name
+from podman_emu.images.arch import ArchVerdict
 from podman_emu.journal import CreatedFile, Journal
 from podman_emu.machines import LoadedMachine, read_config_bytes
 from podman_emu.plan import FileAction, Plan, is_emulated
@@ -34,6 +35,7 @@ class StagedFile:
     action: FileAction
     staged: Path | None  # None: nothing to stage (qemu creates the console log itself)
     sha256: str | None = None
+    arch: ArchVerdict | None = None  # for the disk: what the arch check saw in the finished image
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,7 @@ class DiskStaging:
     progress: bool = False
     expected_sha256: str | None = None
     expected_uncompressed_sha256: str | None = None
+    force: bool = False  # use a disk the arch check calls x86_64
 
 
 @contextlib.contextmanager
@@ -84,19 +87,22 @@ def _stage_vars(action: FileAction) -> StagedFile:
 
 
 def _stage_disk(action: FileAction, disk: DiskStaging) -> StagedFile:
-    from podman_emu import images
+    from podman_emu.images import install_disk
 
     assert action.source is not None
     staged = temp_name(Path(action.destination))
-    digest = images.materialize_disk(
+    # Verified, arch-checked and resized before it is renamed to the staged name.
+    installed = install_disk(
         Path(action.source),
         staged,
+        size_gib=disk.size_gib,
+        qemu_img=disk.qemu_img,
         expected_sha256=disk.expected_sha256,
         expected_uncompressed_sha256=disk.expected_uncompressed_sha256,
+        force=disk.force,
         progress=disk.progress,
     )
-    images.resize_disk(staged, disk.size_gib, qemu_img=disk.qemu_img)
-    return StagedFile(action, staged, digest)
+    return StagedFile(action, staged, installed.source_sha256, installed.arch)
 
 
 def discard_staged(staged: list[StagedFile]) -> None:

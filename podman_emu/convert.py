@@ -12,14 +12,13 @@ from podman_emu import journal as journals
 from podman_emu.apply import (
     DiskStaging,
     apply_conversion,
-    discard_staged,
     effective_journal,
     refuse_existing_destinations,
     repair_interrupted,
     stage_files,
 )
 from podman_emu.console import console_log_path
-from podman_emu.errors import ConversionStateError, ImageError, UsageError
+from podman_emu.errors import ConversionStateError, UsageError
 from podman_emu.journal import Journal
 from podman_emu.machines import LoadedMachine, load_machine
 from podman_emu.plan import ConversionOptions, Plan, plan_conversion
@@ -109,23 +108,21 @@ def _resolve_image(request: ConvertRequest, warn: Callable[[str], None]) -> Disk
     return DiskSource(path, request.sha256, None, str(path))
 
 
-def _check_arch(
-    path: Path, disk_format: images.DiskFormat, force: bool, warn: Callable[[str], None]
-) -> images.ArchVerdict:
+def _check_arch_early(path: Path, disk_format: images.DiskFormat, force: bool) -> images.ArchVerdict:
+    """Refuse a plain x86_64 disk before anything is copied; a compressed one is checked once
+    decompressed, before it is placed (images.install_disk)."""
     if disk_format.compression is not None:
         return images.ArchVerdict(None, "checked after decompression")
     verdict = images.detect_disk_arch(path)
-    if verdict.arch == "x86_64" and not force:
-        raise ImageError(
-            f"{path} is an x86_64 disk ({verdict.reason})",
-            hint="Under aarch64 firmware it would hang with no message. Use an aarch64 image "
-            "(fedora-coreos-…-qemu.aarch64.qcow2.xz), or --force if you know better.",
-        )
+    images.check_arch(verdict, str(path), force=force)
+    return verdict
+
+
+def _warn_about_arch(verdict: images.ArchVerdict, path: Path, warn: Callable[[str], None]) -> None:
     if verdict.arch is None:
         warn(f"could not confirm that {path.name} is an aarch64 disk: {verdict.reason}")
     elif verdict.arch == "x86_64":
         warn(f"{path.name} looks like an x86_64 disk ({verdict.reason}); converting anyway because of --force")
-    return verdict
 
 
 def convert_machine(request: ConvertRequest, warn: Callable[[str], None]) -> ConvertOutcome:
@@ -144,7 +141,9 @@ def convert_machine(request: ConvertRequest, warn: Callable[[str], None]) -> Con
     source = _resolve_image(request, warn)
     image_path = source.path
     disk_format = images.sniff_disk(image_path)
-    verdict = _check_arch(image_path, disk_format, request.force, warn)
+    verdict = _check_arch_early(image_path, disk_format, request.force)
+    if disk_format.compression is None:
+        _warn_about_arch(verdict, image_path, warn)
 
     options = ConversionOptions(
         qemu_binary=str(qemu),
@@ -160,22 +159,19 @@ def convert_machine(request: ConvertRequest, warn: Callable[[str], None]) -> Con
         return outcome
     refuse_existing_destinations(plan)
     staging = DiskStaging(
-        machine.model.DiskSize, str(qemu_img), request.progress, source.sha256, source.uncompressed_sha256
+        machine.model.DiskSize,
+        str(qemu_img),
+        request.progress,
+        source.sha256,
+        source.uncompressed_sha256,
+        force=request.force,
     )
     staged = stage_files(plan, staging)
     if disk_format.compression is not None:
-        disk = next(item for item in staged if item.action.role == "disk")
-        assert disk.staged is not None
-        verdict = images.detect_disk_arch(disk.staged)
-        outcome.arch = verdict
-        if verdict.arch == "x86_64" and not request.force:
-            discard_staged(staged)
-            raise ImageError(
-                f"{image_path} holds an x86_64 disk ({verdict.reason})",
-                hint="Under aarch64 firmware it would hang with no message. Use an aarch64 image, or --force.",
-            )
-        if verdict.arch is None:
-            warn(f"could not confirm that {image_path.name} is an aarch64 disk: {verdict.reason}")
+        disk_arch = next(item.arch for item in staged if item.action.role == "disk")
+        assert disk_arch is not None
+        outcome.arch = disk_arch
+        _warn_about_arch(disk_arch, image_path, warn)
     locations.ensure_private_dir(locations.state_dir())
     outcome.journal = apply_conversion(
         machine,
