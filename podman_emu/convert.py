@@ -127,10 +127,11 @@ def _warn_about_arch(verdict: images.ArchVerdict, path: Path, warn: Callable[[st
 
 def convert_machine(request: ConvertRequest, warn: Callable[[str], None]) -> ConvertOutcome:
     machine = load_machine(request.name)
+    # A running machine is refused first: whatever else is true, nothing can change while it runs.
+    refuse_if_busy(machine.name, machine.model, "convert")
     if not request.dry_run:
         repair_interrupted(machine)
     _refuse_converted(machine)
-    refuse_if_busy(machine.name, machine.model, "convert")
 
     qemu = find_qemu(request.qemu, machine.model.CmdLine[0])
     facts = probe_qemu(qemu)
