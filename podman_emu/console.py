@@ -14,6 +14,7 @@ text that is safe to print on any terminal; `boot_progress` reads it to say how 
 from __future__ import annotations
 
 import codecs
+import functools
 import hashlib
 import os
 import re
@@ -70,7 +71,7 @@ def log_files(log: Path) -> list[Path]:
 # --- Making console output printable -------------------------------------------------------------
 
 # Plain text up to and including its line end: most of a console log, handled in one step.
-_PLAIN_RUN = re.compile(r"[^\x00-\x1f\x7f-\x9f]*(?:\r*\n)?")
+_PLAIN_RUN = r"[^\x00-\x1f\x7f-\x9f]*(?:\r*\n)?"
 _MAX_SEQUENCE = 64  # a CSI longer than this is garbage, not a sequence: give the text back
 _MAX_STRING = 4096  # OSC/DCS payloads (window titles, …)
 
@@ -90,6 +91,7 @@ class Sanitizer:
 
     def __init__(self) -> None:
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._plain_run = _compiled(_PLAIN_RUN)
         self._state = _NORMAL
         self._sequence: list[str] = []
         self._pending_cr = False
@@ -115,7 +117,7 @@ class Sanitizer:
         length = len(text)
         while index < length:
             if self._state == _NORMAL and not self._pending_cr:
-                match = _PLAIN_RUN.match(text, index)
+                match = self._plain_run.match(text, index)
                 if match is not None and match.end() > index:
                     run = match.group()
                     if run[-1] == "\n":
@@ -273,37 +275,45 @@ STAGE_DESCRIPTIONS = {
 # Text that shows a stage, from edk2 (ArmVirtQemu/AAVMF), GRUB, systemd-boot, Linux, systemd and
 # Fedora CoreOS (podman's ready unit is `ready.service`, which has no Description, so systemd
 # names it), and the markers of podman-emu's test guest.
-_STAGE_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
-    ("firmware", re.compile(r"UEFI firmware \(version|BdsDxe: loading|Press ESCAPE for boot options")),
-    ("bootloader", re.compile(r"BdsDxe: starting Boot|GNU GRUB|Welcome to GRUB|Booting `|^Loading Linux")),
-    ("kernel", re.compile(r"EFI stub: Booting Linux Kernel|Booting Linux on physical CPU|Linux version \d")),
+STAGE_PATTERNS: tuple[tuple[str, str], ...] = (
+    ("firmware", r"UEFI firmware \(version|BdsDxe: loading|Press ESCAPE for boot options"),
+    ("bootloader", r"BdsDxe: starting Boot|GNU GRUB|Welcome to GRUB|Booting `|^Loading Linux"),
+    ("kernel", r"EFI stub: Booting Linux Kernel|Booting Linux on physical CPU|Linux version \d"),
     (
         "init",
-        re.compile(
+        (
             r"Run /\S+ as init process|systemd\[1\]: |Welcome to (?!GRUB).+!|ignition\[\d+\]: |Switching root"
             r"|PODMAN-EMU-GUEST INIT-START"
         ),
     ),
-    ("ready", re.compile(r"(?:Started|Finished) ready\.service|PODMAN-EMU-GUEST READY-SENT")),
+    ("ready", r"(?:Started|Finished) ready\.service|PODMAN-EMU-GUEST READY-SENT"),
 )
-_FIRMWARE_START = re.compile(r"UEFI firmware \(version")
-_KERNEL_START = re.compile(r"Booting Linux on physical CPU")
+_FIRMWARE_START = r"UEFI firmware \(version"
+_KERNEL_START = r"Booting Linux on physical CPU"
 
 # Things worth telling a user whatever the stage.
-_EVENT_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
-    ("powered off", re.compile(r"reboot: Power down|reboot: System halted")),
-    ("rebooting", re.compile(r"reboot: Restarting system")),
-    ("kernel panic", re.compile(r"Kernel panic - not syncing")),
-    ("emergency mode", re.compile(r"Entering emergency mode|You are in emergency mode|Reached target .*Emergency")),
-    ("Ignition failed", re.compile(r"Ignition failed|ignition\[\d+\]: .*failed")),
-    ("firmware exception", re.compile(r"Synchronous Exception at")),
+EVENT_PATTERNS: tuple[tuple[str, str], ...] = (
+    ("powered off", r"reboot: Power down|reboot: System halted"),
+    ("rebooting", r"reboot: Restarting system"),
+    ("kernel panic", r"Kernel panic - not syncing"),
+    ("emergency mode", r"Entering emergency mode|You are in emergency mode|Reached target .*Emergency"),
+    ("Ignition failed", r"Ignition failed|ignition\[\d+\]: .*failed"),
+    ("firmware exception", r"Synchronous Exception at"),
 )
 # A cheap first look at every line (literal words, several times faster than the patterns
 # themselves): each pattern above contains one of these words, so lines without any are skipped.
-_KEYWORDS = re.compile(
+KEYWORDS = (
     r"UEFI|BdsDxe|ESCAPE|GRUB|Booting|Loading Linux|EFI stub|Linux version|init process|systemd|Welcome|gnition"
     r"|Switching|PODMAN-EMU|ready\.service|reboot:|panic|mergency|Exception"
 )
+
+
+@functools.cache
+def _compiled(pattern: str) -> re.Pattern[str]:
+    # Compiled on first use: `list` imports this module but rarely reads a log.
+    return re.compile(pattern)
+
+
 _MAX_LINE = 300
 
 
@@ -354,6 +364,9 @@ def boot_progress(lines: Iterator[str] | Sequence[str]) -> BootProgress:
     """Scan sanitized console lines, oldest first. A boot starts at the firmware banner, or at
     the kernel banner when nothing came before it or the previous boot got past the kernel
     (boots without firmware, `-kernel`)."""
+    keywords, firmware_start, kernel_start = _compiled(KEYWORDS), _compiled(_FIRMWARE_START), _compiled(_KERNEL_START)
+    stage_patterns = [(stage, _compiled(pattern)) for stage, pattern in STAGE_PATTERNS]
+    event_patterns = [(event, _compiled(pattern)) for event, pattern in EVENT_PATTERNS]
     current = BootProgress()
     boots = 0
     kernel_rank = STAGES.index("kernel")
@@ -361,19 +374,19 @@ def boot_progress(lines: Iterator[str] | Sequence[str]) -> BootProgress:
         line = raw.strip()
         if not line:
             continue
-        if not _KEYWORDS.search(line):
+        if not keywords.search(line):
             current.last_line = line
             continue
         rank = STAGES.index(current.stage) if current.stage else -1
-        if _FIRMWARE_START.search(line) or (_KERNEL_START.search(line) and (rank < 0 or rank > kernel_rank)):
+        if firmware_start.search(line) or (kernel_start.search(line) and (rank < 0 or rank > kernel_rank)):
             boots += 1
             current = BootProgress(start_seen=True)
             rank = -1
-        for stage, pattern in _STAGE_PATTERNS:
+        for stage, pattern in stage_patterns:
             if STAGES.index(stage) > rank and pattern.search(line):
                 current.reached.append(StageHit(stage, _clip(line)))
                 break
-        for event, pattern in _EVENT_PATTERNS:
+        for event, pattern in event_patterns:
             if pattern.search(line):
                 current.events.append(StageHit(event, _clip(line)))
                 break

@@ -9,9 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from podman_emu.console import (
-    _EVENT_PATTERNS,
-    _KEYWORDS,
-    _STAGE_PATTERNS,
+    EVENT_PATTERNS,
+    KEYWORDS,
+    STAGE_PATTERNS,
     STAGES,
     Sanitizer,
     boot_progress,
@@ -230,10 +230,10 @@ def test_configured_log_is_read_back_from_the_argv_plan_writes(tmp_path: Path) -
     assert configured_log(["/usr/bin/qemu-system-x86_64", "-serial", "stdio"]) is None
 
 
-@pytest.mark.parametrize("pattern", [p for _, p in (*_STAGE_PATTERNS, *_EVENT_PATTERNS)], ids=str)
-def test_every_pattern_passes_the_keyword_prefilter(pattern: re.Pattern[str]) -> None:
+@pytest.mark.parametrize("pattern", [p for _, p in (*STAGE_PATTERNS, *EVENT_PATTERNS)])
+def test_every_pattern_passes_the_keyword_prefilter(pattern: str) -> None:
     alternatives, depth, current = [], 0, ""
-    for char in pattern.pattern:  # split at the top-level "|" only
+    for char in pattern:  # split at the top-level "|" only
         depth += {"(": 1, ")": -1}.get(char, 0)
         if char == "|" and depth == 0:
             alternatives.append(current)
@@ -241,4 +241,4 @@ def test_every_pattern_passes_the_keyword_prefilter(pattern: re.Pattern[str]) ->
         else:
             current += char
     for alternative in [*alternatives, current]:
-        assert _KEYWORDS.search(alternative.replace("\\", "")), alternative
+        assert re.search(KEYWORDS, alternative.replace("\\", "")), alternative
