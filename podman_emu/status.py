@@ -327,7 +327,9 @@ def describe(report: dict[str, Any]) -> list[tuple[str, str]]:
         cpu = qemu["cpu"] or "?"
         if qemu["pauth"]:
             cpu += f" (pointer auth: {qemu['pauth']})"
-        rows.append(("cpu", f"{cpu}, {qemu['vcpus'] or '?'} vCPUs, {qemu['arch'] or '?'}, {qemu['machine'] or '?'}"))
+        vcpus = qemu["vcpus"]
+        count = f"{vcpus} vCPU{'' if vcpus == 1 else 's'}" if vcpus is not None else "? vCPUs"
+        rows.append(("cpu", f"{cpu}, {count}, {qemu['arch'] or '?'}, {qemu['machine'] or '?'}"))
         accel = qemu["accelerator"] or "unknown"
         if qemu["tcg_threads"]:
             accel += " (one host thread per vCPU)" if qemu["tcg_threads"] == "multi" else " (single-threaded)"
@@ -365,9 +367,9 @@ def describe(report: dict[str, Any]) -> list[tuple[str, str]]:
         for event in boot["events"]:
             rows.append(("event", f"{event['event']}: {event['line']}"))
     if console["exists"]:
-        age = console.get("last_output_age_s")
         size = console.get("size_bytes", 0)
-        rows.append(("console", f"{console['log']} ({size // 1024} KiB, last output {_duration(age or 0)} ago)"))
+        written = f"{size // 1024} KiB, last output {_duration(console.get('last_output_age_s') or 0)} ago"
+        rows.append(("console", f"{console['log']} ({written if size else 'empty'})"))
     else:
         rows.append(("console", console["log"]))
     return rows
