@@ -146,6 +146,7 @@ def main() -> None:
     timings: dict[str, list[float]] = {"pipe": [], "materialize": [], "materialize+hash": []}
     peaks: dict[str, list[float]] = {"materialize": [], "materialize+hash": []}
     time_pipe(image)  # warm the page cache for everyone alike
+    load_before = os.getloadavg()[0]
     for run in range(args.runs):
         timings["pipe"].append(time_pipe(image))
         for name, hash_output in (("materialize", False), ("materialize+hash", True)):
@@ -154,6 +155,7 @@ def main() -> None:
             peaks[name].append(peak)
         print(f"run {run + 1}: " + ", ".join(f"{k} {v[-1]:.2f}s" for k, v in timings.items()), file=sys.stderr)
 
+    load_after = os.getloadavg()[0]
     pipe = statistics.median(timings["pipe"])
     rows = []
     for name, values in timings.items():
@@ -172,7 +174,9 @@ def main() -> None:
             "",
             f"Image: {image.stat().st_size / MIB:.0f} MiB .qcow2.xz → {disk_size / MIB:.0f} MiB qcow2 "
             f"(generated from a {args.size_mib} MiB raw disk). {args.runs} interleaved runs, medians.",
-            f"Host: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, {xz_version}.",
+            f"Host: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, {xz_version}; "
+            f"1-minute load average {load_before:.1f} before and {load_after:.1f} after (other work shares the CPUs, "
+            "hence interleaved runs).",
             "Throughput is decompressed bytes per second; ratio is the pipe's time over this one's (≥ 1 is faster).",
             "",
             "| pipeline | median | throughput | ratio vs pipe | peak RSS | runs (s) |",
