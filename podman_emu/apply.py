@@ -171,7 +171,7 @@ def apply_conversion(
                 for item in staged:
                     if item.staged is not None:
                         os.replace(item.staged, item.action.destination)
-                atomic_write(machine.config_path, new_bytes)
+                atomic_write(_write_target(machine), new_bytes)
             except BaseException:
                 _undo_conversion(machine.config_path, journal)
                 raise
@@ -180,6 +180,12 @@ def apply_conversion(
             return journal
     finally:
         discard_staged(staged)
+
+
+def _write_target(machine: LoadedMachine) -> Path:
+    """A config that is a symlink (dotfile managers do that) is rewritten where it points, so
+    the link survives."""
+    return machine.config_path.resolve() if machine.config_path.is_symlink() else machine.config_path
 
 
 def _image_path_value(content: dict[str, object]) -> str:
@@ -245,7 +251,7 @@ def apply_revert(machine: LoadedMachine, plan: Plan, journal: Journal, *, delete
         _recheck(machine, "revert")
         journals.save_journal(replace(journal, status="reverting"))
         if new_bytes != machine.document.data:
-            atomic_write(machine.config_path, new_bytes)
+            atomic_write(_write_target(machine), new_bytes)
         for item in journal.created:
             if item.role == "disk" and not delete_disk:
                 continue

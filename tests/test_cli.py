@@ -213,3 +213,19 @@ def test_machine_names_complete(podman_home: PodmanHome) -> None:
     )
     result = run_cli(env=env)
     assert "alpha" in result.stdout and "beta" not in result.stdout
+
+
+def test_a_symlinked_config_is_rewritten_through_the_link(
+    podman_home: PodmanHome, blank_aarch64_disk: Path, tmp_path: Path
+) -> None:
+    config = podman_home.install("podman-4.9-linux-amd64.json", "m")
+    real = tmp_path / "dotfiles" / "m.json"
+    real.parent.mkdir()
+    real.write_bytes(config.read_bytes())
+    config.unlink()
+    config.symlink_to(real)
+    original = real.read_bytes()
+    convert_json(blank_aarch64_disk, "m")
+    assert config.is_symlink() and json.loads(real.read_bytes())["CmdLine"][0] == QEMU_AARCH64
+    assert cli("revert", "m")[0] == 0
+    assert config.is_symlink() and real.read_bytes() == original
