@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -162,6 +163,41 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+# podman's configs nest 3 levels; past this, copying and diffing the document would exhaust
+# Python's recursion limit (json.loads itself accepts nearly 1000 levels).
+MAX_DEPTH = 100
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+def _refuse_unwritable_values(path: Path, content: JsonObject) -> None:
+    """Refuse what podman never writes and podman-emu could not carry through: a lone UTF-16
+    surrogate escape (valid JSON, but not text: it cannot be encoded, logged or journaled) and
+    absurd nesting. Iterative, because deep recursion is one of the things it guards against."""
+    stack: list[tuple[Any, int, str]] = [(content, 0, "")]
+    while stack:
+        value, depth, where = stack.pop()
+        if depth > MAX_DEPTH:
+            raise ConfigInvalid(
+                f"{path}: nested more than {MAX_DEPTH} levels deep under key {where.split('/')[1]!r}",
+                hint="podman writes 3 levels at most; this is not a file podman wrote.",
+            )
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if _SURROGATE.search(key):
+                    raise ConfigInvalid(
+                        f"{path}: key {key!r} at {where or '/'} holds a lone UTF-16 surrogate escape",
+                        hint="That is not text (podman reads it as U+FFFD); this is not a file podman wrote.",
+                    )
+                stack.append((item, depth + 1, f"{where}/{key}"))
+        elif isinstance(value, list):
+            stack.extend((item, depth + 1, f"{where}/{index}") for index, item in enumerate(value))
+        elif isinstance(value, str) and _SURROGATE.search(value):
+            raise ConfigInvalid(
+                f"{path}: the value at {where} holds a lone UTF-16 surrogate escape",
+                hint="That is not text (podman reads it as U+FFFD); this is not a file podman wrote.",
+            )
+
+
 def parse_document(path: Path, data: bytes) -> RawDocument:
     """Parse podman's bytes; refuse anything podman-emu could not write back faithfully."""
     try:
@@ -192,6 +228,7 @@ def parse_document(path: Path, data: bytes) -> RawDocument:
             f"{path}: expected a JSON object at the top level, found {type(content).__name__}",
             hint="This is not a podman machine config.",
         )
+    _refuse_unwritable_values(path, content)
     return RawDocument(
         path=path,
         data=data,

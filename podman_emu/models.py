@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import enum
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
 
 from podman_emu.errors import ConfigInvalid, UnsupportedLayout
+from podman_emu.qemu.argv import ArgvSyntaxError, iter_options
 
-Uint64 = StrictInt
+# Go's uint64 and int (64-bit): a value outside makes podman's decoder fail too.
+Uint64 = Annotated[StrictInt, Field(ge=0, le=2**64 - 1)]
+Int64 = Annotated[StrictInt, Field(ge=-(2**63), le=2**63 - 1)]
 
 
 class _PodmanStruct(BaseModel):
@@ -30,13 +33,13 @@ class VMFile(_PodmanStruct):
 class MonitorV1(_PodmanStruct):
     Address: StrictStr
     Network: StrictStr
-    Timeout: StrictInt
+    Timeout: Int64
 
 
 class MonitorV2(_PodmanStruct):
     Address: VMFile
     Network: StrictStr
-    Timeout: StrictInt
+    Timeout: Int64
 
 
 class MountV2(_PodmanStruct):
@@ -58,18 +61,18 @@ class MountV1(_PodmanStruct):
 class USBConfig(_PodmanStruct):
     Bus: StrictStr
     DevNumber: StrictStr
-    Vendor: StrictInt
-    Product: StrictInt
+    Vendor: Int64
+    Product: Int64
 
 
 class _CommonMachine(_PodmanStruct):
     CmdLine: list[StrictStr] = Field(min_length=1)
     Name: StrictStr = Field(min_length=1)
-    CPUs: Uint64 = Field(ge=0)
-    Memory: Uint64 = Field(ge=0)
-    DiskSize: Uint64 = Field(ge=0)
+    CPUs: Uint64
+    Memory: Uint64
+    DiskSize: Uint64
     IdentityPath: StrictStr
-    Port: StrictInt
+    Port: Int64
     RemoteUsername: StrictStr
     ImageStream: StrictStr
 
@@ -82,7 +85,7 @@ class MachineV1(_CommonMachine):
     QMPMonitor: MonitorV1
     Mounts: list[MountV1] | None = None
     Rootful: StrictBool | None = None
-    UID: StrictInt | None = None
+    UID: Int64 | None = None
 
     @property
     def image_path(self) -> str:
@@ -108,7 +111,7 @@ class MachineV2(_CommonMachine):
     Rootful: StrictBool
     # Never optional: podman pre-sets UID=-1 and only the file overrides it; a file without UID
     # makes the machine "incompatible" (reference §0.4).
-    UID: StrictInt
+    UID: Int64
     HostUserModified: StrictBool | None = None
     IgnitionFilePath: VMFile
     ImagePath: VMFile
@@ -195,9 +198,11 @@ def _refuse_case_variants(path: Path, content: dict[str, Any]) -> None:
     canonical = {key.lower(): key for key in _EXPECTED_KEYS}
     for key in content:
         proper = canonical.get(key.lower())
-        if proper is not None and proper != key and proper not in content:
+        if proper is not None and proper != key:
+            # With both spellings present podman uses the later one, which podman-emu would not edit.
+            also = f" (and {proper!r} is there too: podman reads whichever comes last)" if proper in content else ""
             raise ConfigInvalid(
-                f"{path}: key {key!r} is spelled differently from podman's {proper!r}",
+                f"{path}: key {key!r} is spelled differently from podman's {proper!r}{also}",
                 hint=f"podman accepts it, but podman-emu only edits podman's own spelling; rename the "
                 f"key to {proper!r} (or run `podman machine set` once, which rewrites the file).",
             )
@@ -235,4 +240,13 @@ def validate_machine(path: Path, content: dict[str, Any]) -> tuple[Layout, Machi
                 'Add "UID": <your uid> back, or recreate the machine.'
             )
         raise ConfigInvalid(validation_message(path, exc), hint=hint) from None
+    try:
+        # Every reader (list, inspect, status, plan) walks CmdLine as qemu options.
+        for _option in iter_options(machine.CmdLine):
+            pass
+    except ArgvSyntaxError as exc:
+        raise ConfigInvalid(
+            f"{path}: CmdLine cannot be read as a qemu command: {exc}",
+            hint="podman cannot start this machine either; recreate it with `podman machine init`.",
+        ) from None
     return layout, machine

@@ -107,7 +107,20 @@ def derived_paths(content: JsonObject, layout: Layout, disk_container: DiskConta
     """Where the vars file and the aarch64 disk go: beside the native disk in podman's data dir,
     the vars file under the name podman itself uses on darwin/arm64."""
     name = content["Name"]
-    image_dir = os.path.dirname(_image_path(content, layout))
+    image = _image_path(content, layout)
+    # Both become file names: a relative ImagePath would put the new files in the current
+    # directory, a Name with "/" outside podman's data dir, a NUL cannot be a path at all.
+    if not os.path.isabs(image) or "\x00" in image:
+        raise ConfigInvalid(
+            f"ImagePath {image!r} is not an absolute path",
+            hint="podman always stores an absolute path; restore the machine's config or recreate it.",
+        )
+    if "/" in name or "\x00" in name:
+        raise ConfigInvalid(
+            f"Name {name!r} cannot be part of a file name",
+            hint="podman machine names never hold '/' or NUL; restore the machine's config or recreate it.",
+        )
+    image_dir = os.path.dirname(image)
     suffix = "qcow2" if disk_container == "qcow2" else "raw"
     return (
         os.path.join(image_dir, f"{name}_ovmf_vars.fd"),
