@@ -368,7 +368,8 @@ def describe(report: dict[str, Any]) -> list[tuple[str, str]]:
             rows.append(("event", f"{event['event']}: {event['line']}"))
     if console["exists"]:
         size = console.get("size_bytes", 0)
-        written = f"{size // 1024} KiB, last output {_duration(console.get('last_output_age_s') or 0)} ago"
+        amount = f"{size // 1024} KiB" if size >= 1024 else f"{size} bytes"
+        written = f"{amount}, last output {_duration(console.get('last_output_age_s') or 0)} ago"
         rows.append(("console", f"{console['log']} ({written if size else 'empty'})"))
     else:
         rows.append(("console", console["log"]))
