@@ -158,14 +158,13 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=21)
     parser.add_argument("--no-convert", action="store_true", help="list native machines only")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "cli_latency.json")
-    parser.add_argument("--markdown", type=Path, help="also write the table here")
+    parser.add_argument("--markdown", type=Path, default=REPO / "benchmarks" / "results" / "cli_latency.md")
     args = parser.parse_args()
     report = measure(args.runs, not args.no_convert)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1) + "\n")
     table = markdown(report)
-    if args.markdown:
-        args.markdown.write_text(table)
+    args.markdown.write_text(table)
     print(table)
     return 0
 
