@@ -349,7 +349,9 @@ def logs_command(
 
     console = _run(lambda: machine_console(name))
     # Console text is sanitized already; an unencodable character must not end the stream.
-    sys.stdout.reconfigure(errors="replace")  # type: ignore[union-attr]
+    reconfigure = getattr(sys.stdout, "reconfigure", None)
+    if reconfigure is not None:
+        reconfigure(errors="replace")
 
     def write(text: str) -> None:
         sys.stdout.write(text)

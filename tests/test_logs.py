@@ -236,6 +236,11 @@ def test_a_converted_machine_logs_where_its_command_line_says(
     assert out.returncode == 0, out.stderr
     assert out.stdout == "kernel\n"
     assert run_cli("logs", "emu").stdout == "UEFI firmware (version x)\nkernel\n"
+    # A terminal that cannot show the text gets replacement characters, not a crash.
+    console.log.write_bytes("Ünïcode ✓ line\r\n".encode())
+    ascii_only = run_cli("logs", "emu", env={"PYTHONIOENCODING": "ascii"})
+    assert ascii_only.returncode == 0, ascii_only.stderr
+    assert ascii_only.stdout == "?n?code ? line\n"
 
 
 @needs_qemu
