@@ -176,7 +176,7 @@ def rewrite_argv(
             # Persisted by podman 4.0/4.1 by mistake; newer podman adds a fresh one at every start.
             notes.append("dropped a stale proxy -fw_cfg pair persisted by podman 4.0/4.1")
             continue
-        if _is_console_option(name, value) or name == "-display":
+        if _is_console_option(name, value) or name in ("-display", "-boot"):
             notes.append(f"replaced {' '.join(option.elements())}")
             continue
         if name in ("-virtfs", "-drive") and fallback_insert is None:
@@ -204,6 +204,9 @@ def rewrite_argv(
     arch_block = (
         options.profile.arguments()
         + _firmware_arguments(options.firmware, vars_path)
+        # edk2 waits ~5 s for a boot-menu key press on every start, most of the firmware's time
+        # under TCG (benchmarks/boot.py: 6 s -> 0.9 s); a podman machine has no keyboard anyway.
+        + ["-boot", "menu=on,splash-time=0"]
         + console_arguments(options.console_log)
         # Podman adds -display none at start, except with --log-level debug, where a headless
         # host then fails with "gtk initialization failed". A duplicate is harmless.

@@ -87,6 +87,7 @@ def test_plan_for_every_fixture(entry: dict[str, Any]) -> None:
     assert [suboption(d, "file") for d in pflash] == ["/fw/CODE.fd", plan.files[0].destination]
     assert "readonly=on" in pflash[0] and "readonly" not in pflash[1]
     assert ("-serial", "chardev:podman-emu-console") in after
+    assert ("-boot", "menu=on,splash-time=0") in after
 
     image = plan.after["ImagePath"] if layout is Layout.V1 else plan.after["ImagePath"]["Path"]
     assert image == plan.files[1].destination
