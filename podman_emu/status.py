@@ -174,32 +174,38 @@ async def _accelerator(ask: Any, client: Any, facts: QemuFacts) -> None:
 
 
 def ask_qemu(address: str, timeout: float = QMP_TOTAL_TIMEOUT_S) -> QemuFacts:
-    """One short QMP session; never raises, never takes longer than `timeout` (plus teardown)."""
+    """A short QMP session; never raises, never takes longer than twice `timeout` (plus teardown)."""
     import logging
 
     # qemu.qmp logs connection failures at WARNING/ERROR; they are reported in `error` instead.
     logging.getLogger("qemu.qmp").addHandler(logging.NullHandler())
     logging.getLogger("qemu.qmp").propagate = False
-    facts = QemuFacts()
     path = socket_path(address)
     if not os.path.exists(path):
-        facts.error = f"no QMP socket at {path} (qemu is not running)"
+        return QemuFacts(error=f"no QMP socket at {path} (qemu is not running)")
+    for attempt in (1, 2):
+        facts = QemuFacts()
+
+        async def bounded(facts: QemuFacts = facts) -> None:
+            await asyncio.wait_for(_session(path, facts), timeout)
+
+        try:
+            asyncio.run(bounded())
+        except asyncio.TimeoutError:
+            facts.error = facts.error or f"qemu did not answer within {timeout:.0f} s"
+        except Exception as exc:
+            # ConnectError wraps the OSError: a stale socket file refuses the connection.
+            cause = exc.__cause__ or getattr(exc, "exc", None) or exc
+            if isinstance(cause, ConnectionRefusedError) or "Connection refused" in str(exc):
+                facts.error = f"QMP socket {path} refuses connections (a stale file: qemu is not running)"
+            elif attempt == 1:
+                # Seen right after another client let go of the socket: the connection that queued
+                # meanwhile fails (recv: EINVAL) and a fresh one is served. One retry, then report.
+                time.sleep(0.2)
+                continue
+            else:
+                facts.error = f"QMP session failed: {type(exc).__name__}: {exc}"
         return facts
-
-    async def bounded() -> None:
-        await asyncio.wait_for(_session(path, facts), timeout)
-
-    try:
-        asyncio.run(bounded())
-    except asyncio.TimeoutError:
-        facts.error = facts.error or f"qemu did not answer within {timeout:.0f} s"
-    except Exception as exc:
-        # ConnectError wraps the OSError: a stale socket file refuses the connection.
-        cause = exc.__cause__ or getattr(exc, "exc", None) or exc
-        if isinstance(cause, ConnectionRefusedError) or "Connection refused" in str(exc):
-            facts.error = f"QMP socket {path} refuses connections (a stale file: qemu is not running)"
-        else:
-            facts.error = f"QMP session failed: {type(exc).__name__}: {exc}"
     return facts
 
 
