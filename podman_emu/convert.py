@@ -158,7 +158,18 @@ def convert_machine(request: ConvertRequest, warn: Callable[[str], None]) -> Con
     outcome = ConvertOutcome(plan, machine, profile, firmware, disk_format, verdict, [])
     if request.dry_run:
         return outcome
-    refuse_existing_destinations(plan)
+    try:
+        refuse_existing_destinations(plan)
+    except ConversionStateError:
+        # A stale journal was settled above and a finished conversion refused: a journal now
+        # means another podman-emu is converting this machine, and the files are its own.
+        if journals.load_journal(machine.config_path) is not None:
+            raise ConversionStateError(
+                f"another podman-emu process is converting (or just converted) machine {machine.name!r}",
+                hint="Nothing was changed by this one. Wait for the other to finish; `podman-emu list` "
+                "shows the result.",
+            ) from None
+        raise
     staging = DiskStaging(
         machine.model.DiskSize,
         str(qemu_img),

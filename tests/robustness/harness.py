@@ -439,8 +439,10 @@ def qmp_accepts(path: str) -> bool:
 
 
 @contextlib.contextmanager
-def running_qemu(qmp_socket: str, argv: list[str] | None = None, pass_fds: Sequence[int] = ()) -> Iterator[int]:
-    """A real qemu-system-aarch64, paused (-S), serving QMP on `qmp_socket`. Yields its pid."""
+def running_qemu(qmp_socket: str, argv: list[str] | None = None) -> Iterator[int]:
+    """A real qemu-system-aarch64, paused (-S), serving QMP on `qmp_socket`. Yields its pid.
+    Without `argv` a minimal machine; with it, the given command line, launched the way podman
+    launches it (fd 3 = the network socket, `-display none` appended)."""
     assert QEMU_AARCH64 is not None
     command = argv or [
         QEMU_AARCH64,
@@ -451,8 +453,19 @@ def running_qemu(qmp_socket: str, argv: list[str] | None = None, pass_fds: Seque
         f"unix:{qmp_socket},server=on,wait=off",
     ]
     command = [*command, "-S", "-display", "none"]
+    host_end, guest_end = socket.socketpair()
+    os.set_inheritable(guest_end.fileno(), True)
     log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in the finally below, after qemu is gone
-    process = subprocess.Popen(command, stdout=log, stderr=log, pass_fds=pass_fds, start_new_session=True)
+    process = subprocess.Popen(
+        command,
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=log,
+        # fd 3 must be listed too: the child closes unlisted fds after preexec_fn has run.
+        pass_fds=(guest_end.fileno(), 3),
+        preexec_fn=lambda: os.dup2(guest_end.fileno(), 3),
+        start_new_session=True,
+    )
     try:
         try:
             wait_for(
@@ -472,6 +485,8 @@ def running_qemu(qmp_socket: str, argv: list[str] | None = None, pass_fds: Seque
             os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=30)
         log.close()
+        host_end.close()
+        guest_end.close()
         with contextlib.suppress(OSError):
             os.unlink(qmp_socket)
 

@@ -54,7 +54,7 @@ EXAMPLES = {
     "invalid": (250, 8000),
     "not_json": (80, 1600),
     "valid": (20, 500),
-    "subprocess": (4, 60),
+    "subprocess": (2, 60),
 }
 COUNTS: dict[str, int] = {}
 
@@ -287,9 +287,7 @@ def test_a_symlinked_config_keeps_its_link(arena: Arena) -> None:
     assert sorted(p.name for p in elsewhere.parent.iterdir()) == ["machine.json"]
 
 
-@pytest.mark.parametrize(
-    "kind", sorted(SPECIAL_FILES) if LONG else ["fifo", "symlink cycle", "directory", "larger than 16 MiB"]
-)
+@pytest.mark.parametrize("kind", sorted(SPECIAL_FILES) if LONG else ["fifo", "symlink cycle"])
 def test_special_files_through_real_processes(arena: Arena, kind: str) -> None:
     setup, names = SPECIAL_FILES[kind]
     arena.reset(setup)
@@ -326,9 +324,9 @@ def test_unreadable_config_as_nobody(warm: Sandbox, aarch64_disk: Path, owner: s
         box.remove()
 
 
-# Sizes: the long run uses the full figures; the fast run a tenth (the core diffs and patches
-# the whole argv, which takes seconds at 200 000 elements).
-_SCALE = 1 if LONG else 10
+# Sizes: the long run uses the full figures (the core diffs and patches
+# the whole argv, which takes seconds at 200 000 elements); the fast run a fiftieth.
+_SCALE = 1 if LONG else 50
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,218 @@
+"""Byte fidelity: podman's file comes back exactly, whatever its paths and layout.
+
+For every fixture (podman 3.4 to 4.9, V1 and 4.1+ layouts, real podman 4.3.1 files), in a home
+with an ordinary name and in one whose path has spaces, commas, `&`, `<`, `>` and non-ASCII
+letters, with and without a trailing newline:
+- parse -> serialise gives the same bytes (and agrees with an independent Go-style encoder);
+- convert writes podman's own format, and revert gives back the very same bytes;
+- a file someone reformatted (2-space indent, \\u escapes, CRLF, reordered keys) still
+  reverts byte-identically;
+- the real podman 4.3.1 loads what podman-emu wrote, and after podman rewrites it (`machine
+  list` fills LastUp), revert keeps podman's change and writes podman's format.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from podman_emu.document import parse_document
+from podman_emu.qemu.argv import iter_options, split_suboptions
+from robustness.harness import (
+    LONG,
+    PODMAN,
+    Sandbox,
+    assert_success,
+    base_env,
+    fixture_files,
+    invoke,
+    manifest,
+    needs_root,
+    nobody,
+    podman_bytes,
+    read_journal,
+)
+
+ODD_HOME = "Zoë Ünïcødé & <co>, ltd"
+HOMES = {"plain": "home", "odd": ODD_HOME}
+NEWLINE = {entry["file"]: entry["trailing_newline"] for entry in manifest()}
+LAYOUT = {entry["file"]: entry["layout"] for entry in manifest()}
+
+
+@pytest.fixture
+def homes(warm: Sandbox) -> Iterator[dict[str, Sandbox]]:
+    made = {}
+    for label, home_name in HOMES.items():
+        made[label] = Sandbox.create(home_name=home_name)
+        made[label].seed_cache(warm)
+    try:
+        yield made
+    finally:
+        for box in made.values():
+            box.remove()
+
+
+def _with_newline(data: bytes, newline: bool) -> bytes:
+    stripped = data.rstrip(b"\n")
+    return stripped + b"\n" if newline else stripped
+
+
+@pytest.mark.parametrize("fixture", fixture_files())
+def test_parse_then_serialise_is_identical(homes: dict[str, Sandbox], fixture: str) -> None:
+    for box in homes.values():
+        for newline in (True, False):
+            data = _with_newline(_fixture(box, fixture), newline)
+            document = parse_document(box.config("m"), data)
+            assert document.render(document.content) == data
+            assert document.is_podman_formatted
+            # An encoder written from Go's rules agrees, so the check above is not circular.
+            assert podman_bytes(json.loads(data), trailing_newline=newline) == data
+
+
+def _fixture(box: Sandbox, fixture: str) -> bytes:
+    from robustness.harness import FIXTURES
+
+    data = box.relocate((FIXTURES / fixture).read_bytes())
+    # The odd home must really be in the file, escaped the Go way.
+    if box.home_name == ODD_HOME:
+        assert b"\\u0026 \\u003cco\\u003e, ltd" in data
+        assert "Zoë Ünïcødé".encode() in data
+    return data
+
+
+def convert_revert(box: Sandbox, fixture: str, data: bytes, disk: Path) -> bytes:
+    """Convert and revert `data` as machine "m"; returns the converted bytes."""
+    config = box.install(fixture, name="m", data=data)
+    data = config.read_bytes()  # as installed: renamed to "m", format untouched
+    assert parse_document(config, data).is_podman_formatted
+    assert_success(invoke(box, "convert", "m", "--image", str(disk)))
+    converted = config.read_bytes()
+    # podman's own format: re-encoding the parsed file the Go way gives the same bytes, and the
+    # trailing newline (4.5+) or its absence (3.4-4.4) is kept.
+    assert podman_bytes(json.loads(converted), trailing_newline=data.endswith(b"\n")) == converted
+    assert_success(invoke(box, "revert", "m", "--delete-disk"))
+    assert config.read_bytes() == data, "revert is not byte-identical"
+    assert read_journal(box) is None
+    return converted
+
+
+# Fast run: every fixture in the odd home with its own newline, a few with the other one; the
+# long run adds the plain home and every newline variant.
+CASES = [
+    (fixture, home, newline)
+    for fixture in fixture_files()
+    for home in HOMES
+    for newline in (NEWLINE[fixture], not NEWLINE[fixture])
+    if LONG
+    or (home == "odd" and newline == NEWLINE[fixture])
+    or (home == "odd" and fixture in ("podman-3.4-linux-amd64.json", "podman-4.9-darwin-amd64.json"))
+]
+
+
+@pytest.mark.parametrize(("fixture", "home", "newline"), CASES)
+def test_convert_then_revert_is_identical(
+    homes: dict[str, Sandbox], aarch64_disk: Path, fixture: str, home: str, newline: bool
+) -> None:
+    box = homes[home]
+    data = _with_newline(_fixture(box, fixture), newline)
+    converted = convert_revert(box, fixture, data, aarch64_disk)
+    argv = json.loads(converted)["CmdLine"]
+    # The paths podman-emu adds are escaped for qemu: read back with qemu's rules they are
+    # exactly the files created beside the native disk.
+    drives = [split_suboptions(o.value) for o in iter_options(argv) if o.name == "-drive" and o.value]
+    files = [part.split("=", 1)[1] for parts in drives for part in parts if part.startswith("file=")]
+    assert any(f.endswith("/m_ovmf_vars.fd") and f.startswith(str(box.home)) for f in files), files
+    assert any(f.endswith("/m_aarch64.qcow2") and f.startswith(str(box.home)) for f in files), files
+
+
+USER_EDITS = {
+    "two-space indent": lambda c: json.dumps(c, indent=2, ensure_ascii=False).encode(),
+    "ascii escapes": lambda c: json.dumps(c, indent=1).encode(),
+    "CRLF line ends": lambda c: json.dumps(c, indent=1, ensure_ascii=False).replace("\n", "\r\n").encode(),
+    "one line": lambda c: json.dumps(c, separators=(",", ":"), ensure_ascii=False).encode(),
+    "keys reordered": lambda c: json.dumps(dict(sorted(c.items())), indent=1, ensure_ascii=False).encode() + b"\n",
+    "tabs and spaces": lambda c: json.dumps(c, indent="\t", ensure_ascii=False).encode() + b"\n\n",
+}
+
+
+@pytest.mark.parametrize("edit", sorted(USER_EDITS))
+@pytest.mark.parametrize("fixture", ["podman-4.3-linux-amd64-odd-paths.json", "podman-4.0-darwin-amd64.json"])
+def test_a_reformatted_file_still_reverts_byte_identically(
+    homes: dict[str, Sandbox], aarch64_disk: Path, fixture: str, edit: str
+) -> None:
+    """podman reads any valid JSON; podman-emu writes podman's format but keeps the user's
+    original bytes in its journal, so nothing of theirs is lost."""
+    box = homes["odd"]
+    data = USER_EDITS[edit](json.loads(_fixture(box, fixture)))
+    config = box.install(fixture, data=data)
+    name = config.stem
+    assert_success(invoke(box, "convert", name, "--image", str(aarch64_disk)))
+    assert json.loads(config.read_bytes())["CmdLine"][0].endswith("qemu-system-aarch64")
+    assert_success(invoke(box, "revert", name, "--delete-disk"))
+    assert config.read_bytes() == data
+
+
+@needs_root
+@pytest.mark.skipif(PODMAN is None, reason="podman is not installed")
+@pytest.mark.parametrize(
+    "fixture",
+    [f for f in fixture_files() if LAYOUT[f] == "v2"]
+    if LONG
+    else ["podman-4.3-linux-amd64.json", "podman-4.9-darwin-amd64.json"],
+)
+def test_real_podman_reads_the_converted_file_and_revert_keeps_its_rewrite(
+    warm: Sandbox, aarch64_disk: Path, fixture: str
+) -> None:
+    """podman 4.3.1 (as a normal user) loads the converted file; its `machine list` then rewrites
+    it (LastUp := Created when zero, 4.1-4.7); revert keeps that change, restores the native
+    command line and image, and writes the bytes podman itself would write."""
+    import subprocess
+
+    user = nobody()
+    box = Sandbox.create(home_name=ODD_HOME)
+    try:
+        box.seed_cache(warm)
+        config = box.install(fixture, name="m")
+        original = json.loads(config.read_bytes())
+        assert_success(invoke(box, "convert", "m", "--image", str(aarch64_disk)))
+        for path in [box.root, *box.root.rglob("*")]:
+            os.lchown(path, user.pw_uid, user.pw_gid)
+        converted = config.read_bytes()
+
+        def podman(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [PODMAN, "machine", *args],
+                env=base_env(box),
+                cwd=box.cwd,
+                capture_output=True,
+                text=True,
+                timeout=60,
+                user=user.pw_uid,
+                group=user.pw_gid,
+                extra_groups=[],
+            )
+
+        inspected = podman("inspect", "m")
+        assert inspected.returncode == 0, inspected.stderr
+        assert json.loads(inspected.stdout)[0]["Image"]["ImagePath"]["Path"].endswith("/m_aarch64.qcow2")
+        assert config.read_bytes() == converted, "podman machine inspect rewrote the file"
+        listed = podman("list", "--format", "json")
+        assert listed.returncode == 0, listed.stderr
+        rewritten = json.loads(config.read_bytes())
+        assert rewritten["CmdLine"] == json.loads(converted)["CmdLine"]
+        podman_wrote = config.read_bytes() != converted
+        assert_success(invoke(box, "revert", "m", "--delete-disk"))
+        reverted = config.read_bytes()
+        # podman 4.3.1 rewrites from its own struct (it drops keys of later versions and adds the
+        # ones it knows); revert must give exactly that, with the native command line and disk.
+        expected = dict(rewritten, CmdLine=original["CmdLine"], ImagePath=original["ImagePath"])
+        assert json.loads(reverted) == expected
+        if podman_wrote:
+            # In podman 4.3.1's format (MarshalIndent: no trailing newline).
+            assert reverted == podman_bytes(expected, trailing_newline=False)
+    finally:
+        box.remove()
