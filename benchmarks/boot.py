@@ -8,12 +8,14 @@ scripts do), prints a second marker and powers off. The host times each serial-c
 the moment qemu is launched.
 
 Profiles:
-  podman-emu       choose_profile(probe_qemu(…)) + pflash code and vars, exactly as convert writes them
+  podman-emu       the qemu argv convert writes (plan.rewrite_argv with choose_profile(probe_qemu(…)),
+                   the firmware as pflash code + vars, its -boot and console options)
   lima             Lima's aarch64 TCG flags: -machine virt,accel=tcg -cpu max, code pflash only
   podman-arm64     podman's own arm64 options, under TCG: -cpu max -M virt,highmem=on + pflash
-  max,pauth=off    podman-emu's arguments with -cpu max,pauth=off
-  cortex-a57       podman-emu's arguments with -cpu cortex-a57
-  neoverse-n1      podman-emu's arguments with -cpu neoverse-n1
+  max,pauth=off    podman-emu's argv with -cpu max,pauth=off
+  cortex-a57       podman-emu's argv with -cpu cortex-a57
+  neoverse-n1      podman-emu's argv with -cpu neoverse-n1
+  cortex-a76       podman-emu's argv with -cpu cortex-a76
 
 Runs are interleaved (round 1 of every profile, then round 2, …) so background load spreads over
 all profiles instead of hitting one.
@@ -99,19 +101,11 @@ class Run:
     loadavg: float = 0.0
 
 
-# Found while measuring: edk2 waits its boot-menu timeout (~5 s under TCG) before every boot unless
-# QEMU passes one (fw_cfg etc/boot-menu-wait, which -boot menu=on,splash-time=N sets).
-FAST_FIRMWARE = ["-boot", "menu=on,splash-time=0"]
-
-
-def build_profiles(
-    qemu: Path, smp: int, generated: list[str], *, fast_firmware: bool = False
-) -> tuple[list[Profile], str]:
-    """With fast_firmware, every profile built from podman-emu's argv also gets FAST_FIRMWARE
-    (as if convert wrote it): the CPU models are then compared without the firmware's wait."""
+def build_profiles(qemu: Path, smp: int, generated: list[str]) -> tuple[list[Profile], str]:
     chosen = choose_profile(probe_qemu(qemu))
-    emu = chosen.arguments()
-    common = FAST_FIRMWARE if fast_firmware and "-boot" not in generated else []
+    # Shown in the table: the profile, plus the firmware boot options convert writes.
+    boot = generated[generated.index("-boot") : generated.index("-boot") + 2] if "-boot" in generated else []
+    emu = chosen.arguments() + boot
 
     def with_cpu(cpu: str) -> list[str]:
         arguments = list(emu)
@@ -119,10 +113,10 @@ def build_profiles(
         return arguments
 
     def variant(cpu: str) -> Profile:
-        return Profile(cpu, with_cpu(cpu), f"podman-emu's argv with -cpu {cpu}", "podman-emu", extra=common)
+        return Profile(cpu, with_cpu(cpu), f"podman-emu's argv with -cpu {cpu}", "podman-emu")
 
     profiles = [
-        Profile("podman-emu", emu, f"podman-emu's argv ({chosen.reason})", "podman-emu", extra=common),
+        Profile("podman-emu", emu, f"podman-emu's argv ({chosen.reason})", "podman-emu"),
         Profile(
             "lima",
             ["-machine", "virt,accel=tcg", "-cpu", "max", "-smp", f"{smp},sockets=1,cores={smp},threads=1"],
@@ -139,16 +133,6 @@ def build_profiles(
         variant("neoverse-n1"),
         variant("cortex-a76"),
     ]
-    if "-boot" not in generated and not fast_firmware:
-        profiles.append(
-            Profile(
-                "podman-emu+boot-menu-0",
-                emu,
-                "podman-emu's argv + -boot menu=on,splash-time=0 (proposed)",
-                "podman-emu",
-                extra=FAST_FIRMWARE,
-            )
-        )
     return profiles, chosen.cpu
 
 
@@ -340,7 +324,6 @@ def fmt(value: object) -> str:
 def markdown(rows: list[dict[str, object]], meta: dict[str, object]) -> str:
     lima = next((r for r in rows if r["profile"] == "lima"), None)
     ours = next((r for r in rows if r["profile"] == "podman-emu"), None)
-    proposed = next((r for r in rows if r["profile"] == "podman-emu+boot-menu-0"), None)
     fastest = min((r for r in rows if isinstance(r["init_s"], float)), key=lambda r: r["init_s"], default=None)
     lines = [
         "| profile | launch → kernel (firmware + boot loader) | kernel → /init | **launch → /init** | "
@@ -364,13 +347,8 @@ def markdown(rows: list[dict[str, object]], meta: dict[str, object]) -> str:
         f"QEMU {meta['qemu_version']}, {meta['host_cpus']} host CPUs ({meta['host_cpu_model']}), guest "
         f"-smp {meta['smp']} -m {meta['memory_mib']}, kernel {meta['kernel_release']}."
     )
-    if meta.get("fast_firmware_for_all"):
-        lines.append(
-            "Every profile built from podman-emu's argv also has `-boot menu=on,splash-time=0` here, so the "
-            "CPU models are compared without the firmware's boot-menu wait; Lima and podman keep their own flags."
-        )
     lines.append("")
-    for candidate in (ours, proposed):
+    for candidate in (ours,):
         if not (lima and candidate and fastest and isinstance(candidate["init_s"], float)):
             continue
         kernel_ratio = (
@@ -418,8 +396,6 @@ def chart(rows: list[dict[str, object]], meta: dict[str, object], path: Path) ->
     axes.set_xlabel(f"seconds from qemu launch (median of {meta['runs']} runs)")
     axes.set_xlim(0, max(left) * 1.35 if left else 1)
     title = f"aarch64 guest boot under TCG on x86_64 (QEMU {meta['qemu_version']})"
-    if meta.get("fast_firmware_for_all"):
-        title += "\npodman-emu-based profiles with -boot menu=on,splash-time=0"
     axes.set_title(title)
     axes.legend(loc="upper right", fontsize="small")
     figure.tight_layout()
@@ -432,17 +408,12 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument(
         "--profiles",
-        default="podman-emu,lima,podman-arm64,max,pauth=off,cortex-a57,neoverse-n1,cortex-a76,podman-emu+boot-menu-0",
+        default="podman-emu,lima,podman-arm64,max,pauth=off,cortex-a57,neoverse-n1,cortex-a76",
         help="comma-separated profile names",
     )
     parser.add_argument("--smp", type=int, default=2)
     parser.add_argument("--memory", type=int, default=2048, help="MiB")
     parser.add_argument("--qemu", help="qemu-system-aarch64 (default: as podman-emu finds it)")
-    parser.add_argument(
-        "--fast-firmware",
-        action="store_true",
-        help="give every podman-emu-based profile -boot menu=on,splash-time=0, to compare CPU models alone",
-    )
     parser.add_argument("--results", type=Path, default=REPO / "benchmarks" / "results")
     parser.add_argument("--from-json", type=Path, help="only redraw the table and chart from a results file")
     args = parser.parse_args()
@@ -457,7 +428,7 @@ def main() -> int:
         qemu = find_qemu(args.qemu, None)
         generated = podman_emu_argv(qemu, args.memory, args.smp)
         sample = generated(Path("/disk"), Path("/vars"), Path("/console"), Path("/"))
-        all_profiles, chosen_cpu = build_profiles(qemu, args.smp, sample, fast_firmware=args.fast_firmware)
+        all_profiles, chosen_cpu = build_profiles(qemu, args.smp, sample)
         # "max,pauth=off" holds a comma, so the list is matched against known names.
         profiles = [p for p in all_profiles if f",{p.name}," in f",{args.profiles},"] or all_profiles
         firmware = find_firmware(qemu)
@@ -473,7 +444,6 @@ def main() -> int:
             "kernel_release": image.kernel_release,
             "packages": image.packages,
             "chosen_cpu": chosen_cpu,
-            "fast_firmware_for_all": args.fast_firmware,
             "runs": args.runs,
             "smp": args.smp,
             "memory_mib": args.memory,
@@ -508,7 +478,7 @@ def main() -> int:
                     print(f"round {round_number} {profile.name:>22}: {shown} {run.error or ''}", file=sys.stderr)
         meta["elapsed_s"] = round(time.monotonic() - started, 1)
         meta["loadavg_end"] = os.getloadavg()
-        (args.results / f"{stem(meta)}.json").write_text(
+        (args.results / "boot.json").write_text(
             json.dumps(
                 {"meta": meta, "profiles": [asdict(p) for p in profiles], "runs": [asdict(r) for r in runs]},
                 indent=1,
@@ -517,15 +487,10 @@ def main() -> int:
         )
     rows = summarise(profiles, runs)
     table = markdown(rows, meta)
-    (args.results / f"{stem(meta)}.md").write_text(table)
-    chart(rows, meta, args.results / f"{stem(meta)}.png")
+    (args.results / "boot.md").write_text(table)
+    chart(rows, meta, args.results / "boot.png")
     print(table)
     return 0
-
-
-def stem(meta: dict[str, object]) -> str:
-    """Output file names: the two modes are kept apart."""
-    return "boot-fast-firmware" if meta.get("fast_firmware_for_all") else "boot"
 
 
 def host_cpu_model() -> str:
