@@ -239,9 +239,12 @@ def _digest(path: str) -> str:
     return digest.hexdigest()
 
 
-def snapshot(*roots: Path) -> dict[str, Entry]:
-    """Every entry under `roots` (not following symlinks): type, mode, owner, content."""
+def snapshot(*roots: Path, ignore: tuple[Path, ...] = ()) -> dict[str, Entry]:
+    """Every entry under `roots` (not following symlinks): type, mode, owner, content. Trees in
+    `ignore` are left out: podman-emu's cache (qemu probes, configs already validated) may be
+    written by any command, read-only ones included."""
     entries: dict[str, Entry] = {}
+    skipped = {str(path) for path in ignore}
 
     def add(path: str) -> None:
         info = os.lstat(path)
@@ -262,6 +265,7 @@ def snapshot(*roots: Path) -> dict[str, Entry]:
             continue
         add(str(root))
         for directory, dirnames, filenames in os.walk(root):
+            dirnames[:] = [name for name in dirnames if os.path.join(directory, name) not in skipped]
             for name in dirnames + filenames:
                 add(os.path.join(directory, name))
     return entries

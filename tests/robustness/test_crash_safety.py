@@ -490,7 +490,7 @@ def random_kills(scenario: Scenario, runs: int, rng: random.Random) -> Counter[s
             delay = rng.uniform(0, total * 1.1)
             time.sleep(delay)
         else:
-            delay = rng.uniform(0, window * 1.2)
+            delay = rng.uniform(0, window * 0.9)
             begun = _watch(process, scenario, action, total * 4 + 5)
             time.sleep(delay)
             delay += begun or 0
@@ -541,8 +541,9 @@ def test_random_sigkill_200_runs(scenario_factory) -> None:
         print(f"{fixture}: {dict(outcomes)}")
     print(f"random kills, all fixtures: {dict(total)}")
     assert sum(total.values()) >= 200
-    # Half the kills were aimed at the work window (the rest of those found the run finished).
-    assert sum(count for key, count in total.items() if key.startswith("killed while working")) >= 60
+    # Half the runs aim at the work window; most of those must land in it (some still find the
+    # run finished: the window of a revert is a few tens of milliseconds).
+    assert sum(count for key, count in total.items() if key.startswith("killed while working")) >= 40
 
 
 def test_fixtures_exist() -> None:
