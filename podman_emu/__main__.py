@@ -1,3 +1,3 @@
-from podman_emu.cli import main
+from podman_emu.entry import main
 
 main()

@@ -77,37 +77,9 @@ JsonOption = typer.Option(False, "--json", help="Print machine-readable JSON.")
 @app.command("list")
 def list_command(as_json: bool = JsonOption) -> None:
     """Every machine: layout, state, native or emulated."""
-    from podman_emu import render
-    from podman_emu.inventory import list_machines
+    from podman_emu.listing import print_machine_list
 
-    rows = _run(list_machines)
-    if as_json:
-        render.print_json(rows)
-        return
-    if not rows:
-        from podman_emu import locations
-
-        render.out().print(f"No machines in {locations.podman_config_dir()}")
-        return
-    render.out().print(
-        render.table(
-            ["NAME", "EMULATION", "STATE", "PODMAN", "CPUS", "MEMORY", "CPU MODEL"],
-            (
-                [row["name"], "error: " + row["error"], "", "", "", "", ""]
-                if "error" in row
-                else [
-                    row["name"],
-                    row["emulation"],
-                    row["state"] + (f" ({row['boot_stage']})" if row.get("boot_stage") else ""),
-                    row["podman"],
-                    row["cpus"],
-                    f"{row['memory_mib']} MiB",
-                    row["cpu"] or "",
-                ]
-                for row in rows
-            ),
-        )
-    )
+    _run(lambda: print_machine_list(as_json))
 
 
 @app.command("inspect")

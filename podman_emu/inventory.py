@@ -12,7 +12,7 @@ from typing import Any
 
 from podman_emu import journal as journals
 from podman_emu.console import console_log_path, last_boot, rotate_if_large
-from podman_emu.machines import BrokenMachine, LoadedMachine, discover, load_machine
+from podman_emu.machines import BrokenMachine, ListedMachine, LoadedMachine, discover_listing, load_machine
 from podman_emu.plan import CONSOLE_CHARDEV_ID, is_emulated
 from podman_emu.qemu.argv import first_value, suboption
 from podman_emu.state import machine_state
@@ -20,7 +20,7 @@ from podman_emu.state import machine_state
 LIST_WINDOW_BYTES = 128 * 1024
 
 
-def emulation_status(machine: LoadedMachine, journal: journals.Journal | None) -> str:
+def emulation_status(machine: LoadedMachine | ListedMachine, journal: journals.Journal | None) -> str:
     """native, emulated, emulated-unmanaged (aarch64 without a journal), or an interrupted state."""
     emulated = is_emulated(machine.document.content)
     if journal is None:
@@ -34,7 +34,7 @@ def emulation_status(machine: LoadedMachine, journal: journals.Journal | None) -
     return "emulated" if emulated else "native (podman rewrote it; stale journal)"
 
 
-def _console_log(machine: LoadedMachine) -> str | None:
+def _console_log(machine: LoadedMachine | ListedMachine) -> str | None:
     argv = machine.model.CmdLine
     for index, element in enumerate(argv[:-1]):
         if element == "-chardev" and suboption(argv[index + 1], "id") == CONSOLE_CHARDEV_ID:
@@ -42,7 +42,7 @@ def _console_log(machine: LoadedMachine) -> str | None:
     return None
 
 
-def summary(machine: LoadedMachine) -> dict[str, Any]:
+def summary(machine: LoadedMachine | ListedMachine) -> dict[str, Any]:
     journal = journals.load_journal(machine.config_path)
     argv = machine.model.CmdLine
     state = machine_state(machine.model)
@@ -63,7 +63,7 @@ def summary(machine: LoadedMachine) -> dict[str, Any]:
 
 def list_machines() -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
-    for item in discover():
+    for item in discover_listing():
         if isinstance(item, BrokenMachine):
             rows.append({"name": item.name, "config": str(item.config_path), "error": item.error.message})
         else:

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
 import re
 import stat
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from podman_emu import locations
 from podman_emu.document import RawDocument, parse_document
 from podman_emu.errors import ConfigInvalid, MachineNotFound, PodmanEmuError, UsageError
-from podman_emu.models import Layout, Machine, guess_podman_version, validate_machine
+from podman_emu.layouts import Layout, detect_layout, guess_podman_version
+
+if TYPE_CHECKING:
+    from podman_emu.models import Machine
 
 MAX_CONFIG_BYTES = 16 * 1024 * 1024
 # Podman builds file names from the machine name; anything with a path separator is not a name.
@@ -20,11 +25,10 @@ _NAME_PATTERN = re.compile(r"^[^/\x00]+$")
 
 
 @dataclass(frozen=True)
-class LoadedMachine:
+class _MachineFile:
     name: str
     document: RawDocument
     layout: Layout
-    model: Machine
 
     @property
     def config_path(self) -> Path:
@@ -33,6 +37,51 @@ class LoadedMachine:
     @property
     def podman_version(self) -> str:
         return guess_podman_version(self.document.content, self.layout)
+
+
+@dataclass(frozen=True)
+class LoadedMachine(_MachineFile):
+    model: Machine
+
+
+@dataclass(frozen=True)
+class MachineFacts:
+    """What `list` and the running check read, taken from a document that passed validation (now,
+    or on an earlier run with the very same bytes). Named like the pydantic models' fields."""
+
+    Name: str
+    CmdLine: list[str]
+    CPUs: int
+    Memory: int
+    DiskSize: int
+    image_path: str
+    qmp_socket: str
+    pid_files: list[str]
+    starting: bool
+
+    @classmethod
+    def from_content(cls, content: dict[str, Any]) -> MachineFacts:
+        def path(value: Any) -> str:
+            return str(value if isinstance(value, str) else value["Path"])
+
+        return cls(
+            Name=content["Name"],
+            CmdLine=list(content["CmdLine"]),
+            CPUs=content["CPUs"],
+            Memory=content["Memory"],
+            DiskSize=content["DiskSize"],
+            image_path=path(content["ImagePath"]),
+            qmp_socket=path(content["QMPMonitor"]["Address"]),
+            pid_files=[
+                path(content[key]) for key in ("PidFilePath", "VMPidFilePath") if isinstance(content.get(key), dict)
+            ],
+            starting=content.get("Starting") is True,
+        )
+
+
+@dataclass(frozen=True)
+class ListedMachine(_MachineFile):
+    model: MachineFacts
 
 
 @dataclass(frozen=True)
@@ -96,6 +145,8 @@ def read_config_bytes(path: Path) -> bytes:
 
 
 def load_machine_file(path: Path) -> LoadedMachine:
+    from podman_emu.models import validate_machine
+
     document = parse_document(path, read_config_bytes(path))
     layout, model = validate_machine(path, document.content)
     return LoadedMachine(name=path.stem, document=document, layout=layout, model=model)
@@ -105,21 +156,62 @@ def load_machine(name: str) -> LoadedMachine:
     return load_machine_file(config_path_for(name))
 
 
-def discover() -> list[LoadedMachine | BrokenMachine]:
+def _config_files() -> list[Path]:
     """Every top-level `*.json` in podman's qemu config dir, as podman's own list walks them."""
     directory = locations.podman_config_dir()
     try:
-        entries = sorted(entry for entry in directory.iterdir() if entry.name.endswith(".json"))
+        return sorted(entry for entry in directory.iterdir() if entry.name.endswith(".json"))
     except FileNotFoundError:
         return []
     except OSError as exc:
         raise ConfigInvalid(f"{directory}: cannot list: {exc.strerror}") from None
-    machines: list[LoadedMachine | BrokenMachine] = []
-    for entry in entries:
+
+
+def _validation_cache() -> tuple[Path, str]:
+    # Validation depends only on the bytes and on the models: a new podman-emu (or an edited
+    # models.py) starts a fresh cache.
+    models_file = Path(__file__).with_name("models.py")
+    info = models_file.stat()
+    return locations.cache_dir() / "validated-configs.json", f"{info.st_size}:{info.st_mtime_ns}"
+
+
+VALIDATION_CACHE_ENTRIES = 512
+
+
+def discover_listing() -> list[ListedMachine | BrokenMachine]:
+    """Every machine for `list`. A config whose exact bytes passed validation before is not
+    validated again, so a listing of unchanged machines never imports pydantic (most of the
+    start-up time of `podman-emu list`, see benchmarks/cli_latency.py)."""
+    cache_file, fingerprint = _validation_cache()
+    try:
+        cached = json.loads(cache_file.read_text())
+        known: list[str] = cached["digests"] if cached.get("fingerprint") == fingerprint else []
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        known = []
+    fresh: list[str] = []
+    machines: list[ListedMachine | BrokenMachine] = []
+    for entry in _config_files():
         try:
-            machines.append(load_machine_file(entry))
+            document = parse_document(entry, read_config_bytes(entry))
+            if document.sha256 in known:
+                layout = detect_layout(entry, document.content)
+            else:
+                from podman_emu.models import validate_machine
+
+                layout, _ = validate_machine(entry, document.content)
+                fresh.append(document.sha256)
+            machines.append(ListedMachine(entry.stem, document, layout, MachineFacts.from_content(document.content)))
         except PodmanEmuError as error:
             machines.append(BrokenMachine(entry.stem, entry, error))
+    if fresh:
+        digests = (known + fresh)[-VALIDATION_CACHE_ENTRIES:]
+        try:
+            locations.ensure_private_dir(cache_file.parent)
+            temporary = cache_file.with_name(f"{cache_file.name}.{os.getpid()}.tmp")
+            temporary.write_text(json.dumps({"fingerprint": fingerprint, "digests": digests}))
+            temporary.replace(cache_file)
+        except OSError:
+            pass  # an unwritable cache only costs the next listing a validation
     return machines
 
 

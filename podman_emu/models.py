@@ -7,13 +7,13 @@ podman too. Unknown keys are allowed and kept, as podman ignores them.
 
 from __future__ import annotations
 
-import enum
 from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
 
-from podman_emu.errors import ConfigInvalid, UnsupportedLayout
+from podman_emu.errors import ConfigInvalid
+from podman_emu.layouts import Layout, detect_layout
 from podman_emu.qemu.argv import ArgvSyntaxError, iter_options
 
 # Go's uint64 and int (64-bit): a value outside makes podman's decoder fail too.
@@ -148,51 +148,10 @@ class MachineV2(_CommonMachine):
 Machine = MachineV1 | MachineV2
 
 
-class Layout(enum.Enum):
-    V1 = "v1"  # podman 3.4 / 4.0
-    V2 = "v2"  # podman 4.1 – 4.9
-
-
-def guess_podman_version(content: dict[str, Any], layout: Layout) -> str:
-    """The oldest podman release line that writes exactly these keys (files carry no version)."""
-    if layout is Layout.V1:
-        return "4.0" if "Mounts" in content or "Rootful" in content else "3.4"
-    if "USBs" in content:
-        return "4.8+"
-    if "HostUserModified" in content:
-        return "4.6+"
-    if "VMPidFilePath" in content:
-        return "4.2+"
-    return "4.1"
-
-
-def detect_layout(path: Path, content: dict[str, Any]) -> Layout:
-    version = content.get("Version")
-    if isinstance(version, int) and not isinstance(version, bool) and version >= 1:
-        raise UnsupportedLayout(
-            f'{path}: this is a podman 5.x machine config ("Version": {version})',
-            hint="podman 5 stores no qemu command line: it rebuilds it from compiled-in options at "
-            "every start (and on macOS it has no qemu provider at all), so there is nothing to "
-            "convert. Use podman 4.9 with its qemu provider for an emulated aarch64 machine.",
-        )
-    # ConfigPath exists only in the 4.1+ layout, so it decides even when ImagePath has a wrong type.
-    image_path = content.get("ImagePath")
-    if "ConfigPath" in content or isinstance(image_path, dict):
-        return Layout.V2
-    if isinstance(image_path, str):
-        return Layout.V1
-    _refuse_case_variants(path, content)
-    raise ConfigInvalid(
-        f'{path}: not a podman machine config: no "ImagePath" key (string for podman 3.4/4.0, '
-        f"object for 4.1–4.9), found keys {sorted(content)[:8]}",
-        hint="podman-emu reads the qemu machine configs in containers/podman/machine/qemu/.",
-    )
-
-
 _EXPECTED_KEYS = set(MachineV2.model_fields) | set(MachineV1.model_fields)
 
 
-def _refuse_case_variants(path: Path, content: dict[str, Any]) -> None:
+def refuse_case_variants(path: Path, content: dict[str, Any]) -> None:
     # Go matches keys case-insensitively, so podman reads "cmdline" as CmdLine; podman-emu edits
     # keys by name and would miss it, so it asks for podman's own spelling instead of guessing.
     canonical = {key.lower(): key for key in _EXPECTED_KEYS}
@@ -228,7 +187,7 @@ def validation_message(path: Path, error: ValidationError) -> str:
 
 def validate_machine(path: Path, content: dict[str, Any]) -> tuple[Layout, Machine]:
     layout = detect_layout(path, content)
-    _refuse_case_variants(path, content)
+    refuse_case_variants(path, content)
     model: type[MachineV1] | type[MachineV2] = MachineV1 if layout is Layout.V1 else MachineV2
     try:
         machine = model.model_validate(content)

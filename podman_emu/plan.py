@@ -15,7 +15,7 @@ from typing import Any, Literal
 import jsonpatch
 
 from podman_emu.errors import ConfigInvalid, ConversionStateError
-from podman_emu.models import Layout
+from podman_emu.layouts import Layout
 from podman_emu.profile import Profile
 from podman_emu.qemu.argv import (
     ArgvSyntaxError,

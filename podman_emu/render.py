@@ -7,13 +7,15 @@ import json
 import shlex
 import sys
 from collections.abc import Iterable, Sequence
-from typing import Any
-
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
+from typing import TYPE_CHECKING, Any
 
 from podman_emu.document import go_json
+
+if TYPE_CHECKING:
+    # rich costs ~20 ms to import; `list --json` and error-free runs of some commands never need it.
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
 
 _stdout: Console | None = None
 _stderr: Console | None = None
@@ -22,6 +24,8 @@ _stderr: Console | None = None
 def out() -> Console:
     global _stdout
     if _stdout is None:
+        from rich.console import Console
+
         _stdout = Console(highlight=False, soft_wrap=True)
     return _stdout
 
@@ -29,6 +33,8 @@ def out() -> Console:
 def err() -> Console:
     global _stderr
     if _stderr is None:
+        from rich.console import Console
+
         _stderr = Console(stderr=True, highlight=False, soft_wrap=True)
     return _stderr
 
@@ -38,16 +44,22 @@ def print_json(data: Any) -> None:
 
 
 def error(message: str, hint: str | None) -> None:
+    from rich.text import Text
+
     err().print(Text("Error: ", style="bold red") + Text(message))
     if hint:
         err().print(Text("Hint: ", style="bold yellow") + Text(hint))
 
 
 def warning(message: str) -> None:
+    from rich.text import Text
+
     err().print(Text("Warning: ", style="yellow") + Text(message))
 
 
 def _colored_diff(lines: Iterable[str]) -> Text:
+    from rich.text import Text
+
     text = Text()
     for line in lines:
         style = ""
@@ -87,6 +99,8 @@ def shell_command(argv: Sequence[str]) -> str:
 
 
 def table(columns: Sequence[str], rows: Iterable[Sequence[Any]], title: str | None = None) -> Table:
+    from rich.table import Table
+
     grid = Table(title=title, show_edge=False, header_style="bold")
     for column in columns:
         grid.add_column(column)

@@ -11,9 +11,23 @@ import enum
 import os
 import socket
 from dataclasses import dataclass
+from typing import Protocol
 
 from podman_emu.errors import MachineBusy
-from podman_emu.models import Machine
+
+
+class RunFacts(Protocol):
+    """What the running check reads: the pydantic models and the list's MachineFacts have it."""
+
+    @property
+    def qmp_socket(self) -> str: ...
+
+    @property
+    def pid_files(self) -> list[str]: ...
+
+    @property
+    def starting(self) -> bool: ...
+
 
 CONNECT_TIMEOUT_S = 1.0
 
@@ -64,7 +78,7 @@ def live_pid(path: str) -> int | None:
     return pid
 
 
-def machine_state(machine: Machine) -> MachineState:
+def machine_state(machine: RunFacts) -> MachineState:
     evidence = []
     running = False
     if qmp_accepts(machine.qmp_socket):
@@ -81,7 +95,7 @@ def machine_state(machine: Machine) -> MachineState:
     return MachineState(RunState.RUNNING if running else RunState.STOPPED, tuple(evidence))
 
 
-def refuse_if_busy(name: str, machine: Machine, action: str) -> None:
+def refuse_if_busy(name: str, machine: RunFacts, action: str) -> None:
     current = machine_state(machine)
     if not current.busy:
         return

@@ -3,6 +3,8 @@
 import hashlib
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -229,3 +231,25 @@ def test_a_symlinked_config_is_rewritten_through_the_link(
     assert config.is_symlink() and json.loads(real.read_bytes())["CmdLine"][0] == QEMU_AARCH64
     assert cli("revert", "m")[0] == 0
     assert config.is_symlink() and real.read_bytes() == original
+
+
+def test_list_revalidates_only_changed_configs(podman_home: PodmanHome) -> None:
+    config = podman_home.install("podman-4.9-linux-amd64.json", "m")
+    probe = (
+        "import sys; from podman_emu.inventory import list_machines; rows = list_machines(); "
+        "print(rows[0].get('error', 'ok'), 'pydantic' in sys.modules)"
+    )
+    env = podman_home.env()
+    first = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, env={**os.environ, **env}, check=True
+    )
+    assert first.stdout.split() == ["ok", "True"]
+    again = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, env={**os.environ, **env}, check=True
+    )
+    assert again.stdout.split() == ["ok", "False"], "unchanged bytes are not validated again"
+    config.write_bytes(config.read_bytes().replace(b'"Memory": 2048', b'"Memory": 2048.5'))
+    changed = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, env={**os.environ, **env}, check=True
+    )
+    assert "'Memory'" in changed.stdout and changed.stdout.split()[-1] == "True"

@@ -9,7 +9,7 @@ import pytest
 from conftest import FIXTURES, manifest
 
 from podman_emu.errors import ConfigInvalid, ConversionStateError
-from podman_emu.models import Layout
+from podman_emu.layouts import Layout
 from podman_emu.plan import ConversionOptions, NativeConfig, plan_conversion, plan_revert
 from podman_emu.profile import ACCEL, MACHINE, Profile
 from podman_emu.qemu.argv import first_value, iter_options, suboption
