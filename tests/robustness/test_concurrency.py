@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import select
 import subprocess
 import sys
 import time
@@ -25,6 +26,7 @@ from pathlib import Path
 
 import pytest
 
+from robustness.crashpoints import _wait as wait_child
 from robustness.harness import (
     LONG,
     PODMAN,
@@ -149,6 +151,11 @@ def _holder(lock: Path, seconds: float, user: object = None) -> subprocess.Popen
         [sys.executable, "-c", HOLDER, str(lock), str(seconds)], stdout=subprocess.PIPE, text=True
     )
     assert process.stdout is not None
+    ready, _, _ = select.select([process.stdout], [], [], 30)
+    if not ready:
+        process.kill()
+        process.wait(timeout=10)
+        raise AssertionError("the lock holder did not get the lock within 30 s")
     assert process.stdout.readline().strip() == "locked"
     return process
 
@@ -501,7 +508,7 @@ def test_a_convert_overtaken_by_another_says_so(machine: Machine) -> None:
         converted = machine.config.read_bytes()
     finally:
         os.write(go_write, b"g")
-        _, status = os.waitpid(pid, 0)
+        status = wait_child(pid, timeout=120)
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
     code, stderr = log.read_text().split("\n", 1)
     log.unlink()
