@@ -102,6 +102,8 @@ def _stage_disk(action: FileAction, disk: DiskStaging) -> StagedFile:
         force=disk.force,
         progress=disk.progress,
     )
+    # Readable like the native disk podman made (0644), not private like a download.
+    os.chmod(staged, 0o644)
     return StagedFile(action, staged, installed.source_sha256, installed.arch)
 
 
@@ -116,8 +118,8 @@ def refuse_existing_destinations(plan: Plan) -> None:
         if action.role != "console" and os.path.lexists(action.destination):
             raise ConversionStateError(
                 f"{action.destination} already exists; podman-emu does not overwrite files it did not create",
-                hint="It may be left from an earlier conversion whose journal is gone. Move it away "
-                "(or delete it if you do not need it) and run convert again.",
+                hint="A plain `podman-emu revert` keeps the aarch64 disk, and an interrupted run can leave "
+                "files too. Move it away (or delete it if you do not need it) and run convert again.",
             )
 
 

@@ -125,8 +125,21 @@ def _warn_about_arch(verdict: images.ArchVerdict, path: Path, warn: Callable[[st
         warn(f"{path.name} looks like an x86_64 disk ({verdict.reason}); converting anyway because of --force")
 
 
+def _refuse_foreign_owner(machine: LoadedMachine) -> None:
+    """As root on another user's machine, the disk, vars file and journal would belong to root:
+    the machine would not start for its owner, who could not revert it either."""
+    owner = machine.config_path.stat().st_uid
+    if os.geteuid() == 0 and owner != 0:
+        raise UsageError(
+            f"{machine.config_path} belongs to uid {owner}, and podman-emu runs as root",
+            hint="Run podman-emu as the machine's owner, like podman itself (podman machine refuses root): "
+            f"e.g. `sudo -u '#{owner}' podman-emu convert {machine.name} …`.",
+        )
+
+
 def convert_machine(request: ConvertRequest, warn: Callable[[str], None]) -> ConvertOutcome:
     machine = load_machine(request.name)
+    _refuse_foreign_owner(machine)
     # A running machine is refused first: whatever else is true, nothing can change while it runs.
     refuse_if_busy(machine.name, machine.model, "convert")
     if not request.dry_run:

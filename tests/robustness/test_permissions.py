@@ -44,17 +44,29 @@ def _mode(path: Path) -> int:
 
 @needs_root
 @pytest.mark.parametrize("mode", [0o600, 0o640, 0o664], ids=["0600", "0640", "0664"])
-def test_root_keeps_another_users_owner_and_mode(box: Sandbox, aarch64_disk: Path, mode: int) -> None:
+def test_root_keeps_group_and_mode(box: Sandbox, aarch64_disk: Path, mode: int) -> None:
     config = box.install(FIXTURE, name="m")
-    os.chown(config, 12345, 23456)
+    os.chown(config, 0, 23456)
     config.chmod(mode)
     assert_success(invoke(box, "convert", "m", "--image", str(aarch64_disk)))
     info = config.stat()
-    assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (12345, 23456, mode)
+    assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (0, 23456, mode)
     assert json.loads(config.read_bytes())["CmdLine"][0].endswith("qemu-system-aarch64")
     assert_success(invoke(box, "revert", "m"))
     info = config.stat()
-    assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (12345, 23456, mode)
+    assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (0, 23456, mode)
+
+
+@needs_root
+def test_root_refuses_another_users_machine(box: Sandbox, aarch64_disk: Path) -> None:
+    """The new disk, vars file and journal would belong to root: the owner could neither start
+    nor revert the machine."""
+    config = box.install(FIXTURE, name="m")
+    os.chown(config, 12345, 23456)
+    before = config.read_bytes()
+    result = invoke(box, "convert", "m", "--image", str(aarch64_disk))
+    assert result.exit_code == 2 and "belongs to uid 12345" in result.output, result.output
+    assert config.read_bytes() == before and config.stat().st_uid == 12345
 
 
 def _own_by(path: Path, uid: int, gid: int) -> None:
