@@ -36,6 +36,7 @@ DiskContainer = Literal["qcow2", "raw"]
 ARCH_OPTIONS = frozenset({"-accel", "-cpu", "-M", "-bios", "-enable-kvm"})
 CONSOLE_CHARDEV_ID = "podman-emu-console"
 PROXY_FW_CFG_PREFIX = "name=opt/com.coreos/environment,"
+PODMAN_DRIVE_PREFIX = "if=virtio,file="
 
 
 @dataclass(frozen=True)
@@ -184,7 +185,12 @@ def rewrite_argv(
         if name == "-drive" and value is not None and not disk_done and suboption(value, "if") == "virtio":
             if suboption(value, "file") is None:
                 raise ConfigInvalid(f"the machine's disk option has no file=: {value!r}")
-            drive = replace_suboption(value, "file", disk_path)
+            if value.startswith(PODMAN_DRIVE_PREFIX):
+                # podman writes exactly this, with the path last and unescaped: everything after
+                # file= is the path, commas included, so it is replaced whole.
+                drive = PODMAN_DRIVE_PREFIX + escape_value(disk_path)
+            else:
+                drive = replace_suboption(value, "file", disk_path)
             # Explicit format: qemu refuses writes to sector 0 of a probed raw image.
             drive = (
                 replace_suboption(drive, "format", options.disk_container)

@@ -197,3 +197,14 @@ def test_the_native_disk_is_not_accepted_as_the_aarch64_image() -> None:
     content = json.loads((FIXTURES / "podman-4.9-linux-amd64.json").read_text())
     with pytest.raises(ConversionStateError):
         plan_conversion(content, Layout.V2, options(disk_source=content["ImagePath"]["Path"]))
+
+
+def test_a_native_disk_path_with_an_unescaped_comma_is_replaced_whole() -> None:
+    """podman writes `if=virtio,file=<path>` without qemu's `,,` escaping."""
+    content = json.loads((FIXTURES / "podman-4.9-linux-amd64.json").read_text())
+    content["ImagePath"]["Path"] = "/home/a,b/disk.qcow2"
+    content["CmdLine"][-1] = "if=virtio,file=/home/a,b/disk.qcow2"
+    plan = plan_conversion(content, Layout.V2, options())
+    assert plan.argv_after[-1] == "if=virtio,file=/home/a,,b/m_aarch64.qcow2,format=qcow2".replace(
+        "m_", content["Name"] + "_"
+    )
