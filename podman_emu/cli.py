@@ -18,6 +18,7 @@ from podman_emu.errors import EXIT_REFUSED, PodmanEmuError
 app = typer.Typer(
     name="podman-emu",
     help="Run a podman 4.x machine as a fully emulated aarch64 VM on an x86_64 host, and revert it.",
+    epilog="Exit codes: 0 done; 1 refused or failed, nothing changed; 2 usage error.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
