@@ -247,19 +247,6 @@ def read_tail_bytes(paths: Sequence[Path], max_bytes: int) -> tuple[bytes, bool]
     return b"".join(reversed(chunks)), True
 
 
-def tail_lines(data: bytes, count: int) -> bytes:
-    """The last `count` lines of `data`; a final line without newline counts as one."""
-    if count <= 0:
-        return b""
-    end = len(data) - 1 if data.endswith(b"\n") else len(data)
-    position = end
-    for _ in range(count):
-        position = data.rfind(b"\n", 0, position)
-        if position < 0:
-            return data
-    return data[position + 1 :]
-
-
 # --- How far did the boot get? -----------------------------------------------------------------
 
 STAGES = ("firmware", "bootloader", "kernel", "init", "ready")

@@ -8,7 +8,6 @@ podman-emu's own state and cache, which are ours to place.
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 PODMAN_MACHINE_SUBDIR = Path("containers", "podman", "machine", "qemu")
@@ -31,17 +30,6 @@ def podman_config_dir() -> Path:
 def podman_data_dir() -> Path:
     """Where podman 4.x keeps machine disks (and, on darwin/arm64, the UEFI vars file)."""
     return _xdg_dir("XDG_DATA_HOME", ".local/share") / PODMAN_MACHINE_SUBDIR
-
-
-def podman_runtime_dir() -> Path:
-    """Podman's runtime dir for sockets and pid files (only used to explain things; 4.x stores
-    absolute paths in the JSON, and those are what podman-emu checks)."""
-    if sys.platform == "darwin":
-        return Path(os.environ.get("TMPDIR") or "/tmp") / "podman"
-    runtime = os.environ.get("XDG_RUNTIME_DIR")
-    if runtime:
-        return Path(runtime) / "podman"
-    return Path(f"/run/user/{os.getuid()}") / "podman"
 
 
 def state_dir() -> Path:

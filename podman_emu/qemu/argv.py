@@ -27,10 +27,6 @@ class Option:
     name: str
     value: str | None
 
-    @property
-    def width(self) -> int:
-        return 1 if self.value is None and self.name in FLAG_OPTIONS else 2
-
     def elements(self) -> list[str]:
         return [self.name] if self.value is None else [self.name, self.value]
 
