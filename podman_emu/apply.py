@@ -20,7 +20,7 @@ from pathlib import Path
 from podman_emu import journal as journals
 from podman_emu import locations
 from podman_emu.document import sha256_bytes
-from podman_emu.errors import ConversionStateError, MachineBusy, PodmanEmuError
+from podman_emu.errors import ConversionStateError, MachineBusy, StagingFailed
 from podman_emu.fileops import TEMP_MARKER, atomic_write, dir_flock, locked, remove_quietly, temp_name
 from podman_emu.images.arch import ArchVerdict
 from podman_emu.journal import CreatedFile, Journal
@@ -140,7 +140,7 @@ def stage_files(plan: Plan, disk: DiskStaging) -> list[StagedFile]:
             for action in plan.files:
                 remove_quietly(temp_name(Path(action.destination)))
         if isinstance(exc, OSError):
-            raise PodmanEmuError(
+            raise StagingFailed(
                 f"could not create {getattr(exc, 'filename', None) or 'a file'}: {exc.strerror}",
                 hint="Check free space and permissions in podman's data dir; nothing was changed.",
             ) from None

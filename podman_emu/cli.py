@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 import typer
 
 from podman_emu import __version__
-from podman_emu.errors import EXIT_REFUSED, PodmanEmuError
+from podman_emu.errors import ExitCode, PodmanEmuError
 
 app = typer.Typer(
     name="podman-emu",
@@ -44,7 +44,7 @@ def _run(action: Callable[[], T]) -> T:
         raise typer.Exit(error.exit_code) from None
     except KeyboardInterrupt:
         render.error("interrupted", "Nothing was changed unless the output said so.")
-        raise typer.Exit(130) from None
+        raise typer.Exit(ExitCode.INTERRUPTED) from None
     except typer.Exit:
         raise
     except Exception as exc:
@@ -55,7 +55,7 @@ def _run(action: Callable[[], T]) -> T:
             "No machine file was changed unless the output said so. Run again with PODMAN_EMU_DEBUG=1 "
             "for details and report it.",
         )
-        raise typer.Exit(EXIT_REFUSED) from None
+        raise typer.Exit(ExitCode.REFUSED) from None
 
 
 def _version(value: bool) -> None:
@@ -267,7 +267,7 @@ def doctor_command(
                 console.print(f"        {file}")
             console.print(f"        remove with: {leftover['command']}")
     if not report["ok"]:
-        raise typer.Exit(EXIT_REFUSED)
+        raise typer.Exit(ExitCode.REFUSED)
 
 
 @app.command("cleanup")

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from podman_emu.errors import MachineBusy, PodmanEmuError
+from podman_emu.errors import MachineBusy
 
 TEMP_MARKER = ".podman-emu-tmp"
 LOCK_WAIT_S = 10.0
@@ -98,7 +98,7 @@ def locked(lock_path: Path, *, create: bool, what: str, wait_s: float = LOCK_WAI
     try:
         fd = os.open(lock_path, flags, 0o600)
     except OSError as exc:
-        raise PodmanEmuError(f"cannot open lock file {lock_path}: {exc.strerror}") from None
+        raise MachineBusy(f"cannot open lock file {lock_path}: {exc.strerror}") from None
     try:
         _acquire(fd, lambda handle: fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB), what, lock_path, wait_s)
         yield

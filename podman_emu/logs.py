@@ -18,16 +18,12 @@ from pathlib import Path
 from typing import BinaryIO
 
 from podman_emu.console import Sanitizer, configured_log, console_log_path, rotate_if_large, rotated_path
-from podman_emu.errors import PodmanEmuError
+from podman_emu.errors import NoConsoleLog
 
 POLL_INTERVAL_S = 0.25
 READ_CHUNK = 64 * 1024
 
 Write = Callable[[str], None]
-
-
-class NoConsoleLog(PodmanEmuError):
-    """The machine has no console log podman-emu owns."""
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,8 @@ from typer.testing import CliRunner
 
 from podman_emu.cli import app
 from podman_emu.console import rotate_if_large, rotated_path
-from podman_emu.logs import NoConsoleLog, machine_console, show_console
+from podman_emu.errors import NoConsoleLog
+from podman_emu.logs import machine_console, show_console
 
 needs_qemu = pytest.mark.skipif(QEMU_AARCH64 is None, reason="qemu-system-aarch64 missing")
 
