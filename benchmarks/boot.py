@@ -8,7 +8,7 @@ scripts do), prints a second marker and powers off. The host times each serial-c
 the moment qemu is launched.
 
 Profiles:
-  podman-emu       the qemu argv convert writes (plan.rewrite_argv with choose_profile(probe_qemu(…)),
+  podman-emu       the qemu argv convert writes (conversion.rewrite.rewrite_argv with choose_profile(probe_qemu(…)),
                    the firmware as pflash code + vars, its -boot and console options)
   lima             Lima's aarch64 TCG flags: -machine virt,accel=tcg -cpu max, code pflash only
   podman-arm64     podman's own arm64 options, under TCG: -cpu max -M virt,highmem=on + pflash
@@ -42,10 +42,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from podman_emu.plan import ConversionOptions, console_arguments, rewrite_argv  # noqa: E402
-from podman_emu.profile import choose_profile  # noqa: E402
-from podman_emu.qemu.firmware import find_firmware  # noqa: E402
-from podman_emu.qemu.host import find_qemu, probe_qemu  # noqa: E402
+from podman_emu.conversion.rewrite import console_arguments, rewrite_argv  # noqa: E402
+from podman_emu.host.cpu_profile import choose_profile  # noqa: E402
+from podman_emu.host.firmware import find_firmware  # noqa: E402
+from podman_emu.host.qemu import find_qemu, probe_qemu  # noqa: E402
 from tests.guest import GuestSpec, build_guest_image  # noqa: E402
 
 MARK = "PODMAN-EMU-BENCH"
@@ -139,7 +139,7 @@ def build_profiles(qemu: Path, smp: int, generated: list[str]) -> tuple[list[Pro
 def podman_emu_argv(qemu: Path, memory_mib: int, smp: int) -> Callable[[Path, Path, Path, Path], list[str]]:
     """The qemu argv podman-emu's plan writes for a podman 4.3 machine (fixture testvm), with
     the disk, vars file and console log put where the benchmark wants them."""
-    facts = probe_qemu(qemu)
+    capabilities = probe_qemu(qemu)
     firmware = find_firmware(qemu)
     native = [
         "/usr/bin/qemu-system-x86_64",
@@ -156,16 +156,15 @@ def podman_emu_argv(qemu: Path, memory_mib: int, smp: int) -> Callable[[Path, Pa
     ]
 
     def build(disk: Path, vars_copy: Path, console: Path, _workdir: Path) -> list[str]:
-        options = ConversionOptions(
+        return rewrite_argv(
+            native,
             qemu_binary=str(qemu),
-            profile=choose_profile(facts),
-            firmware=firmware,
-            disk_source=str(disk),
-            disk_container="qcow2",
+            profile=choose_profile(capabilities),
+            firmware_arguments=firmware.arguments(str(vars_copy)),
             console_log=str(console),
-        )
-        argv, _notes = rewrite_argv(native, options, str(vars_copy), str(disk))
-        return argv
+            disk_path=str(disk),
+            disk_container="qcow2",
+        ).argv
 
     return build
 

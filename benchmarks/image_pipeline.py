@@ -107,7 +107,7 @@ _CHILD = textwrap.dedent(
     """
     import json, sys, time
     from pathlib import Path
-    from podman_emu.images import materialize
+    from podman_emu.images.materialize import materialize
     source, destination, hash_output = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3] == "1"
     start = time.perf_counter()
     materialize(source, destination, hash_output=hash_output)

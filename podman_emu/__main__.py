@@ -1,3 +1,4 @@
-from podman_emu.entry import main
+from podman_emu.cli import main
 
-main()
+if __name__ == "__main__":
+    main()

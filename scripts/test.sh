@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The test command: lint, types and every test suite (unit, images, console/status, robustness,
+# The test command: lint, types, import contracts and every test suite (unit, images, console/status, robustness,
 # and the end-to-end run with the real podman 4.3.1 + qemu-system-aarch64). Long robustness runs
 # are included when PODMAN_EMU_LONG=1 (CI sets it). Needs what `.ci/run` installs.
 set -uo pipefail
@@ -16,6 +16,9 @@ lint_paths=()
 for path in podman_emu tests benchmarks; do [ -e "$path" ] && lint_paths+=("$path"); done
 "$python" -m ruff check "${lint_paths[@]}" || status=1
 "$python" -m mypy || status=1
+# The layering in pyproject.toml ([tool.importlinter]): stages import downwards only, and the
+# planner imports no I/O module.
+"$venv/bin/lint-imports" --no-cache || status=1
 "$python" -m pytest -p no:cacheprovider -ra "$@"
 rc=$?
 if [ "$rc" -eq 5 ]; then

@@ -11,7 +11,7 @@ import pytest
 from conftest import FIXTURES, QEMU_AARCH64, PodmanHome, fixture_files, run_cli
 from typer.testing import CliRunner
 
-from podman_emu.cli import app
+from podman_emu.cli.app import app
 
 pytestmark = pytest.mark.skipif(
     QEMU_AARCH64 is None,
@@ -236,7 +236,7 @@ def test_a_symlinked_config_is_rewritten_through_the_link(
 def test_list_revalidates_only_changed_configs(podman_home: PodmanHome) -> None:
     config = podman_home.install("podman-4.9-linux-amd64.json", "m")
     probe = (
-        "import sys; from podman_emu.inventory import list_machines; rows = list_machines(); "
+        "import sys; from podman_emu.report.inventory import list_machines; rows = list_machines(); "
         "print(rows[0].get('error', 'ok'), 'pydantic' in sys.modules)"
     )
     env = podman_home.env()

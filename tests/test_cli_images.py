@@ -11,8 +11,8 @@ from conftest import QEMU_AARCH64, PodmanHome
 from test_images_support import Behaviour, make_disk, serve, synthetic_pe, to_qcow2, unused_port_url
 from typer.testing import CliRunner
 
-from podman_emu.cli import app
-from podman_emu.images import sniff_disk
+from podman_emu.cli.app import app
+from podman_emu.images.formats import sniff_disk
 
 pytestmark = pytest.mark.skipif(QEMU_AARCH64 is None, reason="qemu-system-aarch64 missing")
 IMAGE = "/prod/streams/testing/builds/41.1/aarch64/fedora-coreos-41.1-qemu.aarch64.qcow2.xz"

@@ -8,22 +8,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from podman_emu.console import (
-    EVENT_PATTERNS,
-    KEYWORDS,
-    STAGE_PATTERNS,
-    STAGES,
-    Sanitizer,
-    boot_progress,
-    configured_log,
-    last_boot,
-    log_files,
-    read_tail_bytes,
-    rotate_if_large,
-    rotated_path,
-    sanitize,
-)
-from podman_emu.plan import console_arguments
+from podman_emu.conversion.artifacts import configured_console_log, rotated_path
+from podman_emu.conversion.rewrite import console_arguments
+from podman_emu.observe.boot_stage import EVENT_PATTERNS, KEYWORDS, STAGE_PATTERNS, STAGES, boot_progress, last_boot
+from podman_emu.observe.console_log import log_files, read_tail_bytes, rotate_if_large
+from podman_emu.observe.sanitize import Sanitizer, sanitize
 
 # Bytes as AAVMF (Debian 12, edk2 2022.11) writes them on the PL011 UART, captured from a real boot
 # of the test guest: CR LF line ends, screen clears and cursor homes between firmware messages.
@@ -226,8 +215,8 @@ def test_read_tail_spans_both_files(tmp_path: Path) -> None:
 def test_configured_log_is_read_back_from_the_argv_plan_writes(tmp_path: Path) -> None:
     path = str(tmp_path / "with,comma" / "m.log")
     argv = ["/usr/bin/qemu-system-aarch64", "-m", "2048", *console_arguments(path), "-display", "none"]
-    assert configured_log(argv) == path
-    assert configured_log(["/usr/bin/qemu-system-x86_64", "-serial", "stdio"]) is None
+    assert configured_console_log(argv) == path
+    assert configured_console_log(["/usr/bin/qemu-system-x86_64", "-serial", "stdio"]) is None
 
 
 @pytest.mark.parametrize("pattern", [p for _, p in (*STAGE_PATTERNS, *EVENT_PATTERNS)])

@@ -4,8 +4,9 @@ from pathlib import Path
 import pytest
 from conftest import FIXTURES, fixture_files
 
-from podman_emu.document import go_json, parse_document
 from podman_emu.errors import ConfigInvalid
+from podman_emu.podman.document import parse_document
+from podman_emu.podman.gojson import go_json
 
 
 @pytest.mark.parametrize("fixture", fixture_files())

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from test_images_support import AARCH64_PE, ESP_START, MIB, X86_64_PE, compress, make_disk, run, synthetic_pe, to_qcow2
 
 from podman_emu.errors import ImageError
-from podman_emu.images import ArchVerdict, detect_disk_arch
+from podman_emu.images.arch import ArchVerdict, detect_disk_arch
 
 AARCH64_FILES = {"EFI/BOOT/BOOTAA64.EFI": AARCH64_PE, "EFI/fedora/grubaa64.efi": AARCH64_PE}
 X86_64_FILES = {"EFI/BOOT/BOOTX64.EFI": X86_64_PE, "EFI/BOOT/BOOTIA32.EFI": synthetic_pe(0x014C)}

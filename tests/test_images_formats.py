@@ -13,8 +13,7 @@ from hypothesis import strategies as st
 from test_images_support import compress, make_disk, run
 
 from podman_emu.errors import ImageError
-from podman_emu.images import DiskFormat, sniff_disk
-from podman_emu.images.formats import ZstdFrameWalker
+from podman_emu.images.formats import DiskFormat, ZstdFrameWalker, sniff_disk
 
 
 @pytest.fixture(scope="module")

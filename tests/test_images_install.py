@@ -13,7 +13,7 @@ import pytest
 from test_images_support import AARCH64_PE, X86_64_PE, compress, make_disk, sha256_file, to_qcow2
 
 from podman_emu.errors import ImageError
-from podman_emu.images import install_disk
+from podman_emu.images.install import install_disk
 
 GIB = 1 << 30
 QEMU_IMG = shutil.which("qemu-img") or "qemu-img"

@@ -14,7 +14,8 @@ import pytest
 from test_images_support import MIB, compress, run, sha256_file
 
 from podman_emu.errors import ImageError
-from podman_emu.images import DiskFormat, materialize, materialize_disk
+from podman_emu.images.formats import DiskFormat
+from podman_emu.images.materialize import materialize, materialize_disk
 
 
 @pytest.fixture(scope="module")
@@ -154,7 +155,7 @@ def test_memory_stays_bounded_on_a_highly_compressible_stream(tmp_path: Path) ->
     child = textwrap.dedent(
         f"""
         from pathlib import Path
-        from podman_emu.images import materialize_disk
+        from podman_emu.images.materialize import materialize_disk
         materialize_disk(Path({str(source)!r}), Path({str(tmp_path / "out.raw")!r}))
         status = Path("/proc/self/status").read_text()
         print(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:")))

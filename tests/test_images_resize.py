@@ -9,7 +9,7 @@ import pytest
 from test_images_support import MIB, make_disk, run
 
 from podman_emu.errors import ImageError
-from podman_emu.images import resize_disk, virtual_size
+from podman_emu.images.resize import resize_disk, virtual_size
 
 GIB = 1 << 30
 QEMU_IMG = shutil.which("qemu-img") or "qemu-img"

@@ -13,8 +13,10 @@ import pytest
 from test_images_support import MIB, Behaviour, serve, unused_port_url
 
 from podman_emu.errors import ImageError
-from podman_emu.images import list_cached_images, materialize_disk, resolve_stream_image, sniff_disk
 from podman_emu.images import stream as stream_module
+from podman_emu.images.formats import sniff_disk
+from podman_emu.images.materialize import materialize_disk
+from podman_emu.images.stream import list_cached_images, resolve_stream_image
 
 IMAGE_PATH = "/prod/streams/stable/builds/40.1/aarch64/fedora-coreos-40.1-qemu.aarch64.qcow2.xz"
 

@@ -17,10 +17,11 @@ import pytest
 from conftest import QEMU_AARCH64, REPO, PodmanHome, run_cli
 from typer.testing import CliRunner
 
-from podman_emu.cli import app
-from podman_emu.console import rotate_if_large, rotated_path
+from podman_emu.cli.app import app
+from podman_emu.conversion.artifacts import rotated_path
 from podman_emu.errors import NoConsoleLog
-from podman_emu.logs import machine_console, show_console
+from podman_emu.observe.console_log import rotate_if_large
+from podman_emu.observe.follow import machine_console, show_console
 
 needs_qemu = pytest.mark.skipif(QEMU_AARCH64 is None, reason="qemu-system-aarch64 missing")
 
@@ -119,7 +120,7 @@ def test_tail_of_a_large_log_reads_only_its_end(tmp_path: Path) -> None:
 
 
 def test_showing_a_log_rotates_it_when_too_large(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("podman_emu.console.CONSOLE_LIMIT_BYTES", 100)
+    monkeypatch.setattr("podman_emu.observe.console_log.CONSOLE_LIMIT_BYTES", 100)
     log = tmp_path / "m.log"
     log.write_bytes(b"x" * 99 + b"\n" + b"more\n")
     assert shown(log, 1) == "more\n"

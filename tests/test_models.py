@@ -6,8 +6,8 @@ import pytest
 from conftest import FIXTURES, manifest
 
 from podman_emu.errors import ConfigInvalid, UnsupportedLayout
-from podman_emu.layouts import Layout, guess_podman_version
-from podman_emu.models import MachineV2, validate_machine
+from podman_emu.podman.layout import Layout, guess_podman_version
+from podman_emu.podman.schema import MachineV2, validate_machine
 
 EXAMPLES = Path("/work/shared/reference/examples")
 

@@ -8,21 +8,21 @@ import jsonpatch
 import pytest
 from conftest import FIXTURES, manifest
 
+from podman_emu.conversion.plan import NativeConfig, PlanInputs, plan_conversion, plan_revert
 from podman_emu.errors import ConfigInvalid, ConversionStateError
-from podman_emu.layouts import Layout
-from podman_emu.plan import ConversionOptions, NativeConfig, plan_conversion, plan_revert
-from podman_emu.profile import ACCEL, MACHINE, Profile
+from podman_emu.host.capabilities import Firmware
+from podman_emu.host.cpu_profile import ACCEL, MACHINE, TcgProfile
+from podman_emu.podman.layout import Layout
 from podman_emu.qemu.argv import first_value, iter_options, suboption
-from podman_emu.qemu.firmware import Firmware
 
 QEMU = "/opt/test/bin/qemu-system-aarch64"
-PROFILE = Profile("max,pauth-impdef=on", ACCEL, MACHINE, "test")
+PROFILE = TcgProfile("max,pauth-impdef=on", ACCEL, MACHINE, "test")
 FIRMWARE = Firmware("/fw/CODE.fd", "raw", "/fw/VARS.fd", "raw", "test")
 HOST_ONLY = {"-accel", "-cpu", "-machine", "-M", "-enable-kvm"}
 KEPT = ("-fw_cfg", "-qmp", "-netdev", "-device", "-chardev", "-pidfile", "-virtfs")
 
 
-def options(**overrides: Any) -> ConversionOptions:
+def options(**overrides: Any) -> PlanInputs:
     values: dict[str, Any] = {
         "qemu_binary": QEMU,
         "profile": PROFILE,
@@ -32,7 +32,7 @@ def options(**overrides: Any) -> ConversionOptions:
         "console_log": "/state/consoles/m.log",
     }
     values.update(overrides)
-    return ConversionOptions(**values)
+    return PlanInputs(**values)
 
 
 def load(entry: dict[str, Any]) -> tuple[dict[str, Any], Layout]:
@@ -58,7 +58,7 @@ def podman_set(argv: list[str], flag: str, value: str) -> list[str]:
 def test_plan_for_every_fixture(entry: dict[str, Any]) -> None:
     content, layout = load(entry)
     original = copy.deepcopy(content)
-    plan = plan_conversion(content, layout, options())
+    plan = plan_conversion(content, options())
     assert content == original, "planning must not modify its input"
 
     before, after = pairs(plan.argv_before), pairs(plan.argv_after)
@@ -113,7 +113,7 @@ PROFILE_PAIRS = {("-accel", ACCEL), ("-cpu", PROFILE.cpu), ("-M", MACHINE)}
 )
 def test_arch_options_go_where_podman_had_them(fixture: str, anchor: int | None) -> None:
     content = json.loads((FIXTURES / fixture).read_text())
-    plan = plan_conversion(content, Layout.V2, options())
+    plan = plan_conversion(content, options())
     after = plan.argv_after
     if anchor == 0:  # 4.8/4.9: right after the binary
         assert after[1:3] == ["-accel", ACCEL]
@@ -124,7 +124,7 @@ def test_arch_options_go_where_podman_had_them(fixture: str, anchor: int | None)
 
 def test_podman_set_after_conversion_keeps_every_aarch64_argument() -> None:
     content = json.loads((FIXTURES / "podman-4.3-linux-amd64.json").read_text())
-    plan = plan_conversion(content, Layout.V2, options())
+    plan = plan_conversion(content, options())
     edited = podman_set(podman_set(plan.argv_after, "-smp", "2"), "-m", "2500")
     assert [e for e in edited if e not in ("2", "2500")] == [e for e in plan.argv_after if e not in ("1", "2048")]
     assert first_value(edited, "-m") == "2500" and first_value(edited, "-smp") == "2"
@@ -132,12 +132,12 @@ def test_podman_set_after_conversion_keeps_every_aarch64_argument() -> None:
 
 def test_revert_restores_native_and_keeps_set_changes() -> None:
     content = json.loads((FIXTURES / "podman-4.3-linux-amd64.json").read_text())
-    plan = plan_conversion(content, Layout.V2, options())
+    plan = plan_conversion(content, options())
     converted = copy.deepcopy(plan.after)
     converted["CmdLine"] = podman_set(podman_set(converted["CmdLine"], "-smp", "3"), "-m", "3000")
     converted["CPUs"], converted["Memory"] = 3, 3000
     native = NativeConfig(content["CmdLine"], content["ImagePath"]["Path"])
-    revert = plan_revert(converted, Layout.V2, native, [])
+    revert = plan_revert(converted, native, [])
     expected = json.loads((FIXTURES / "podman-4.3-linux-amd64-after-set.json").read_text())
     expected["LastUp"] = content["LastUp"]  # the real file also went through a `list`
     assert revert.after == expected
@@ -148,7 +148,7 @@ def test_paths_with_commas_are_escaped_for_qemu() -> None:
     content = json.loads((FIXTURES / "podman-4.3-linux-amd64.json").read_text())
     content["Name"] = "a,b"
     content["ImagePath"]["Path"] = "/data,dir/disk.qcow2"
-    plan = plan_conversion(content, Layout.V2, options(console_log="/st,ate/m.log"))
+    plan = plan_conversion(content, options(console_log="/st,ate/m.log"))
     drives = [v for n, v in pairs(plan.argv_after) if n == "-drive" and v]
     assert "file=/data,,dir/a,,b_aarch64.qcow2,format=qcow2" in drives[-1]
     assert any("path=/st,,ate/m.log" in (v or "") for _, v in pairs(plan.argv_after))
@@ -157,14 +157,14 @@ def test_paths_with_commas_are_escaped_for_qemu() -> None:
 
 def test_raw_disk_gets_an_explicit_format() -> None:
     content = json.loads((FIXTURES / "podman-4.9-linux-amd64.json").read_text())
-    plan = plan_conversion(content, Layout.V2, options(disk_container="raw"))
+    plan = plan_conversion(content, options(disk_container="raw"))
     assert plan.argv_after[-1].endswith("_aarch64.raw,format=raw")
 
 
 def test_bios_fallback_has_no_vars_file() -> None:
     content = json.loads((FIXTURES / "podman-4.9-linux-amd64.json").read_text())
     firmware = Firmware("/fw/QEMU_EFI.fd", "raw", None, "raw", "test", bios=True)
-    plan = plan_conversion(content, Layout.V2, options(firmware=firmware))
+    plan = plan_conversion(content, options(firmware=firmware))
     assert ("-bios", "/fw/QEMU_EFI.fd") in pairs(plan.argv_after)
     assert [f.role for f in plan.files] == ["disk", "console"]
     assert any("will not persist" in note for note in plan.notes)
@@ -174,14 +174,14 @@ def test_already_emulated_is_refused() -> None:
     content = json.loads((FIXTURES / "podman-4.9-linux-amd64.json").read_text())
     content["CmdLine"][0] = "/usr/bin/qemu-system-aarch64"
     with pytest.raises(ConversionStateError):
-        plan_conversion(content, Layout.V2, options())
+        plan_conversion(content, options())
 
 
 def test_a_cmdline_without_a_disk_is_refused() -> None:
     content = json.loads((FIXTURES / "podman-4.9-linux-amd64.json").read_text())
     content["CmdLine"] = content["CmdLine"][:-2]
     with pytest.raises(ConfigInvalid) as raised:
-        plan_conversion(content, Layout.V2, options())
+        plan_conversion(content, options())
     assert "-drive if=virtio" in raised.value.message
 
 
@@ -189,14 +189,14 @@ def test_a_lone_trailing_option_is_refused() -> None:
     content = json.loads((FIXTURES / "podman-4.9-linux-amd64.json").read_text())
     content["CmdLine"].append("-m")
     with pytest.raises(ConfigInvalid) as raised:
-        plan_conversion(content, Layout.V2, options())
+        plan_conversion(content, options())
     assert "'-m' at the end has no value" in raised.value.message
 
 
 def test_the_native_disk_is_not_accepted_as_the_aarch64_image() -> None:
     content = json.loads((FIXTURES / "podman-4.9-linux-amd64.json").read_text())
     with pytest.raises(ConversionStateError):
-        plan_conversion(content, Layout.V2, options(disk_source=content["ImagePath"]["Path"]))
+        plan_conversion(content, options(disk_source=content["ImagePath"]["Path"]))
 
 
 def test_a_native_disk_path_with_an_unescaped_comma_is_replaced_whole() -> None:
@@ -204,7 +204,7 @@ def test_a_native_disk_path_with_an_unescaped_comma_is_replaced_whole() -> None:
     content = json.loads((FIXTURES / "podman-4.9-linux-amd64.json").read_text())
     content["ImagePath"]["Path"] = "/home/a,b/disk.qcow2"
     content["CmdLine"][-1] = "if=virtio,file=/home/a,b/disk.qcow2"
-    plan = plan_conversion(content, Layout.V2, options())
+    plan = plan_conversion(content, options())
     assert plan.argv_after[-1] == "if=virtio,file=/home/a,,b/m_aarch64.qcow2,format=qcow2".replace(
         "m_", content["Name"] + "_"
     )

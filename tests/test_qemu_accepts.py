@@ -16,7 +16,7 @@ import pytest
 from conftest import QEMU_AARCH64, PodmanHome
 from typer.testing import CliRunner
 
-from podman_emu.cli import app
+from podman_emu.cli.app import app
 from podman_emu.qemu.argv import iter_options, suboption
 
 pytestmark = pytest.mark.skipif(

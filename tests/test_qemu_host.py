@@ -9,17 +9,18 @@ import pytest
 from conftest import QEMU_AARCH64
 
 from podman_emu.errors import HostNotReady, UsageError
-from podman_emu.profile import choose_profile
-from podman_emu.qemu.firmware import PFLASH_SIZE, find_firmware
-from podman_emu.qemu.host import QemuFacts, find_qemu, probe_qemu
+from podman_emu.host.capabilities import PFLASH_SIZE, QemuCapabilities
+from podman_emu.host.cpu_profile import choose_profile
+from podman_emu.host.firmware import find_firmware
+from podman_emu.host.qemu import find_qemu, probe_qemu
 
 needs_qemu = pytest.mark.skipif(
     QEMU_AARCH64 is None, reason="qemu-system-aarch64 missing (apt-get install qemu-system-arm qemu-efi-aarch64)"
 )
 
 
-def facts(version: tuple[int, int, int], models: tuple[str, ...], impdef: bool) -> QemuFacts:
-    return QemuFacts("/q", version, "QEMU emulator version x", models, ("tcg",), impdef)
+def facts(version: tuple[int, int, int], models: tuple[str, ...], impdef: bool) -> QemuCapabilities:
+    return QemuCapabilities("/q", version, "QEMU emulator version x", models, ("tcg",), impdef)
 
 
 @needs_qemu

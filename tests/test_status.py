@@ -20,9 +20,9 @@ import pytest
 from conftest import QEMU_AARCH64, PodmanHome, run_cli
 from typer.testing import CliRunner
 
-from podman_emu.cli import app
+from podman_emu.cli.app import app
+from podman_emu.observe.qmp_status import QMP_TOTAL_TIMEOUT_S, ask_qemu, machine_status, socket_path
 from podman_emu.qemu.argv import iter_options, suboption
-from podman_emu.status import QMP_TOTAL_TIMEOUT_S, ask_qemu, machine_status, socket_path
 
 pytestmark = pytest.mark.skipif(
     QEMU_AARCH64 is None or not os.path.exists("/usr/share/AAVMF/AAVMF_CODE.fd"),
@@ -224,7 +224,8 @@ def test_status_of_a_native_machine_and_of_no_machine(podman_home: PodmanHome) -
 
 
 def test_list_and_status_keep_the_console_log_bounded(podman_home: PodmanHome, blank_aarch64_disk: Path) -> None:
-    from podman_emu.console import CONSOLE_LIMIT_BYTES, rotated_path
+    from podman_emu.conversion.artifacts import rotated_path
+    from podman_emu.observe.console_log import CONSOLE_LIMIT_BYTES
 
     convert(podman_home, "podman-4.3-linux-amd64.json", blank_aarch64_disk)
     log = Path(status_json()["console"]["log"])

@@ -30,7 +30,7 @@ from typing import Any, BinaryIO
 
 import httpx
 
-from podman_emu import __version__, locations
+from podman_emu import __version__, fsutil, paths
 from podman_emu.errors import ImageError
 from podman_emu.images.formats import CORRUPT_DATA_ERRORS, decompressing_reader
 from podman_emu.images.pipeline import (
@@ -87,7 +87,7 @@ class StreamDisk:
 
 
 def images_dir() -> Path:
-    return locations.cache_dir() / "images"
+    return paths.cache_dir() / "images"
 
 
 def _client() -> httpx.Client:
@@ -425,7 +425,7 @@ def resolve_stream_image(stream: str, *, stream_url: str | None = None, progress
                 hint="check the network (nothing is cached for this stream yet), or pass --image",
             ) from None
         return replace(cached, offline_reason=f"cannot fetch the {stream} stream metadata: {problem}")
-    directory = locations.ensure_private_dir(images_dir())
+    directory = fsutil.private_dir(images_dir())
     with _download_lock(directory, disk.sha256):
         cached_entry = _load_entry(_meta_path(directory, disk.sha256))
         if cached_entry is not None:

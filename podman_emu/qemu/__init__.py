@@ -1,1 +1,1 @@
-"""Everything that knows qemu: its command-line syntax, the host's binaries and firmware."""
+"""qemu itself, independent of podman and of this host: command-line syntax (pure)."""

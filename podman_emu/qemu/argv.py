@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
+from podman_emu.errors import ConfigInvalid
+
 # qemu options that take no value. Everything else starting with "-" consumes the next element.
 FLAG_OPTIONS = frozenset(
     {
@@ -52,6 +54,19 @@ def iter_options(argv: Sequence[str]) -> Iterator[Option]:
             raise ArgvSyntaxError(f"option {element!r} at the end has no value")
         yield Option(index, element, argv[index + 1])
         index += 2
+
+
+def machine_options(argv: Sequence[str], *, path: object = None) -> list[Option]:
+    """The options of a machine's CmdLine, or the refusal every reader (list, inspect, status,
+    plan) gives for one that is not a qemu command line. `path` names the config in the message."""
+    try:
+        return list(iter_options(argv))
+    except ArgvSyntaxError as exc:
+        where = f"{path}: " if path is not None else ""
+        raise ConfigInvalid(
+            f"{where}CmdLine cannot be read as a qemu command: {exc}",
+            hint="podman cannot start this machine either; recreate it with `podman machine init`.",
+        ) from None
 
 
 def canonical_name(name: str) -> str:

@@ -148,7 +148,7 @@ def run_child(
 ) -> ChildOutcome:
     """Fork; in the child run `podman-emu ARGS` through the real CLI with the crash points armed.
     The child never returns into the test process: it leaves through os._exit or SIGKILL."""
-    from podman_emu.cli import app
+    from podman_emu.cli.app import app
 
     pid = os.fork()
     if pid == 0:  # pragma: no cover - runs in the child

@@ -326,7 +326,7 @@ def invoke(box: Sandbox, *args: str) -> CliResult:
     if _COMMAND is None:
         from typer.main import get_command
 
-        from podman_emu.cli import app
+        from podman_emu.cli.app import app
 
         _COMMAND = get_command(app)
     stdout, stderr = io.StringIO(), io.StringIO()

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from podman_emu.document import parse_document
+from podman_emu.podman.document import parse_document
 from podman_emu.qemu.argv import iter_options, split_suboptions
 from robustness.harness import (
     LONG,

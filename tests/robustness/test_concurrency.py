@@ -479,7 +479,7 @@ def test_a_convert_overtaken_by_another_says_so(machine: Machine) -> None:
     A has loaded the machine and is about to check its destination files when convert B runs
     from start to finish. A must refuse, say that another podman-emu converted the machine, and
     not advise removing the files (they are B's live vars file and disk)."""
-    import podman_emu.convert as convert_module
+    import podman_emu.conversion.convert as convert_module
 
     go_read, go_write = os.pipe()
     at_read, at_write = os.pipe()

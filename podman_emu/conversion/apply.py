@@ -1,0 +1,153 @@
+"""Apply a plan: take podman's lock, re-check, journal, move the staged files in, write.
+
+Order matters for crash safety. Convert: stage the big files under temp names (staging.py; no
+lock held, so podman is not blocked during a multi-GB copy) -> lock -> re-read and compare ->
+journal "converting" (with the checksums of the original and of the file about to be written) ->
+move files into place -> atomic JSON write -> journal "converted". Whatever point a crash hits,
+the config's checksum tells which journal state is true (journal.settle_journal), and
+`repair_interrupted` finishes or undoes it.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import os
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+from podman_emu.conversion import journal as journals
+from podman_emu.conversion.artifacts import console_log_names, is_emulated, journal_dir
+from podman_emu.conversion.journal import CreatedFile, Journal, settle_journal
+from podman_emu.conversion.plan import Plan
+from podman_emu.conversion.staging import StagedFile, discard_staged, refuse_existing_destinations
+from podman_emu.errors import MachineBusy
+from podman_emu.fsutil import atomic_write, dir_flock, locked, private_dir, remove_quietly
+from podman_emu.podman.document import sha256_bytes
+from podman_emu.podman.layout import image_path
+from podman_emu.podman.machines import LoadedMachine, read_config_bytes
+from podman_emu.podman.running import refuse_if_busy
+
+
+@contextlib.contextmanager
+def machine_lock(machine: LoadedMachine) -> Iterator[None]:
+    """Podman 4.7+'s own NAME.lock (fcntl) when it exists, so podman and podman-emu exclude each
+    other. Older podman takes no lock; podman-emu processes then still exclude each other through
+    a flock on the journal dir, which leaves no lock file behind."""
+    directory = private_dir(journal_dir())
+    with dir_flock(directory, what="podman-emu's journal"):
+        podman_lock = machine.config_path.with_suffix(".lock")
+        if podman_lock.exists():
+            with locked(podman_lock, create=False, what=f"machine {machine.name!r}"):
+                yield
+        else:
+            yield
+
+
+def _recheck(machine: LoadedMachine, action: str) -> None:
+    if read_config_bytes(machine.config_path) != machine.document.data:
+        raise MachineBusy(
+            f"{machine.config_path} changed while podman-emu was working on it",
+            hint=f"Another program (podman?) wrote it meanwhile; nothing was changed. Run the {action} again.",
+        )
+    refuse_if_busy(machine.name, machine.config, action)
+
+
+def apply_conversion(
+    machine: LoadedMachine, plan: Plan, staged: list[StagedFile], options: dict[str, object]
+) -> Journal:
+    new_bytes = machine.document.render(plan.after)
+    try:
+        with machine_lock(machine):
+            _recheck(machine, "convert")
+            refuse_existing_destinations(plan)
+            journal = Journal(
+                machine=machine.name,
+                config_path=str(machine.config_path.absolute()),
+                status="converting",
+                original_b64=base64.b64encode(machine.document.data).decode("ascii"),
+                original_sha256=machine.document.sha256,
+                converted_sha256=sha256_bytes(new_bytes),
+                native_cmdline=list(plan.before["CmdLine"]),
+                native_image_path=image_path(plan.before),
+                created=[CreatedFile(s.action.role, s.action.destination, s.action.detail, s.sha256) for s in staged],
+                options=dict(options),
+            )
+            journals.save_journal(journal)
+            try:
+                for item in staged:
+                    if item.staged is not None:
+                        os.replace(item.staged, item.action.destination)
+                atomic_write(_write_target(machine), new_bytes)
+            except BaseException:
+                _undo_conversion(machine.config_path, journal)
+                raise
+            journal.status = "converted"
+            journals.save_journal(journal)
+            return journal
+    finally:
+        discard_staged(staged)
+
+
+def _write_target(machine: LoadedMachine) -> Path:
+    """A config that is a symlink (dotfile managers do that) is rewritten where it points, so
+    the link survives."""
+    return machine.config_path.resolve() if machine.config_path.is_symlink() else machine.config_path
+
+
+def _undo_conversion(config_path: Path, journal: Journal) -> None:
+    """Roll back files of an unfinished conversion whose JSON was not written."""
+    for item in journal.created:
+        if item.role in ("vars", "disk"):
+            remove_quietly(Path(item.path))
+    journals.delete_journal(config_path)
+
+
+def effective_journal(machine: LoadedMachine, journal: Journal | None) -> Journal | None:
+    """What the journal means for the machine's config as it was loaded (read-only)."""
+    return settle_journal(
+        journal, current_sha256=machine.document.sha256, emulated=is_emulated(machine.document.content)
+    )
+
+
+def repair_interrupted(machine: LoadedMachine) -> None:
+    """Settle a conversion a crash interrupted: under the lock, so a conversion that is merely
+    in progress in another process is never mistaken for a crashed one."""
+    with machine_lock(machine):
+        if read_config_bytes(machine.config_path) != machine.document.data:
+            raise MachineBusy(
+                f"{machine.config_path} changed while podman-emu was reading it",
+                hint="Another program (podman?) wrote it meanwhile; nothing was changed. Run the command again.",
+            )
+        journal = journals.load_journal(machine.config_path)
+        if journal is None or journal.status != "converting":
+            return
+        settled = effective_journal(machine, journal)
+        if settled is None:
+            _undo_conversion(machine.config_path, journal)
+        else:
+            journals.save_journal(settled)
+
+
+def apply_revert(machine: LoadedMachine, plan: Plan, journal: Journal, *, delete_disk: bool) -> list[str]:
+    """Write the native config back and remove what convert created. Returns removed paths."""
+    if machine.document.sha256 == journal.converted_sha256:
+        new_bytes = journal.original_bytes  # nothing changed since convert: the very same bytes
+    else:
+        new_bytes = machine.document.render(plan.after)
+    removed: list[str] = []
+    with machine_lock(machine):
+        _recheck(machine, "revert")
+        journals.save_journal(replace(journal, status="reverting"))
+        if new_bytes != machine.document.data:
+            atomic_write(_write_target(machine), new_bytes)
+        for item in journal.created:
+            if item.role == "disk" and not delete_disk:
+                continue
+            targets = console_log_names(Path(item.path)) if item.role == "console" else [Path(item.path)]
+            for target in targets:
+                if remove_quietly(target):
+                    removed.append(str(target))
+        journals.delete_journal(machine.config_path)
+    return removed

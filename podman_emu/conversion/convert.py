@@ -1,0 +1,214 @@
+"""`podman-emu convert`: load -> probe the host -> plan -> (dry run | stage + apply)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from podman_emu import paths
+from podman_emu.conversion import journal as journals
+from podman_emu.conversion.apply import apply_conversion, effective_journal, repair_interrupted
+from podman_emu.conversion.artifacts import console_log_path
+from podman_emu.conversion.journal import Journal
+from podman_emu.conversion.plan import Plan, PlanInputs, plan_conversion
+from podman_emu.conversion.staging import DiskStaging, refuse_existing_destinations, stage_files
+from podman_emu.errors import ConversionStateError, UsageError
+from podman_emu.fsutil import private_dir
+from podman_emu.host.capabilities import Firmware
+from podman_emu.host.cpu_profile import TcgProfile, choose_profile
+from podman_emu.host.firmware import find_firmware
+from podman_emu.host.qemu import find_qemu, find_qemu_img, probe_qemu
+from podman_emu.images.arch import ArchVerdict, detect_disk_arch
+from podman_emu.images.formats import DiskFormat, sniff_disk
+from podman_emu.images.install import check_arch
+from podman_emu.images.stream import resolve_stream_image
+from podman_emu.podman.machines import LoadedMachine, load_machine
+from podman_emu.podman.running import refuse_if_busy
+
+
+@dataclass(frozen=True)
+class ConvertRequest:
+    name: str
+    image: str | None = None
+    sha256: str | None = None
+    stream: str | None = None
+    stream_url: str | None = None
+    qemu: str | None = None
+    firmware: str | None = None
+    vars_template: str | None = None
+    cpu: str | None = None
+    force: bool = False
+    dry_run: bool = False
+    progress: bool = False
+
+
+@dataclass
+class ConvertOutcome:
+    plan: Plan
+    machine: LoadedMachine
+    profile: TcgProfile
+    firmware: Firmware
+    disk_format: DiskFormat
+    arch: ArchVerdict
+    warnings: list[str]
+    journal: Journal | None = None
+
+    @property
+    def applied(self) -> bool:
+        return self.journal is not None
+
+
+def _refuse_converted(machine: LoadedMachine) -> None:
+    journal = effective_journal(machine, journals.load_journal(machine.config_path))
+    if journal is None:
+        return
+    if journal.status == "reverting":
+        raise ConversionStateError(
+            f"a revert of machine {machine.name!r} was interrupted",
+            hint=f"Run `podman-emu revert {machine.name}` to finish it, then convert again.",
+        )
+    raise ConversionStateError(
+        f"machine {machine.name!r} is already converted (since {journal.timestamp})",
+        hint=f"`podman-emu revert {machine.name}` first to convert it again with other options.",
+    )
+
+
+@dataclass(frozen=True)
+class DiskSource:
+    path: Path
+    sha256: str | None = None  # of the file as given (compressed or not)
+    uncompressed_sha256: str | None = None
+    description: str = ""
+
+
+def _resolve_image(request: ConvertRequest, warn: Callable[[str], None]) -> DiskSource:
+    if request.image and request.stream:
+        raise UsageError("--image and --stream exclude each other", hint="Give one source for the aarch64 disk.")
+    if request.stream:
+        if request.sha256:
+            raise UsageError(
+                "--sha256 goes with --image", hint="Stream images are verified against the stream's own checksums."
+            )
+        cached = resolve_stream_image(request.stream, stream_url=request.stream_url, progress=request.progress)
+        if cached.offline_reason:
+            warn(f"using the cached {cached.stream} image {cached.release}: {cached.offline_reason}")
+        return DiskSource(
+            cached.path, cached.sha256, cached.uncompressed_sha256, f"Fedora CoreOS {cached.stream} {cached.release}"
+        )
+    if not request.image:
+        raise UsageError(
+            "convert needs an aarch64 disk: --image PATH or --stream stable|testing|next",
+            hint="The machine's own disk is x86_64 and would hang in the aarch64 firmware. Fedora CoreOS "
+            "aarch64 images: `--stream testing` (podman's default stream) or a downloaded "
+            "fedora-coreos-…-qemu.aarch64.qcow2.xz with --image.",
+        )
+    path = Path(os.path.abspath(os.path.expanduser(request.image)))
+    return DiskSource(path, request.sha256, None, str(path))
+
+
+def _check_arch_early(path: Path, disk_format: DiskFormat, force: bool) -> ArchVerdict:
+    """Refuse a plain x86_64 disk before anything is copied; a compressed one is checked once
+    decompressed, before it is placed (images.install_disk)."""
+    if disk_format.compression is not None:
+        return ArchVerdict(None, "checked after decompression")
+    verdict = detect_disk_arch(path)
+    check_arch(verdict, str(path), force=force)
+    return verdict
+
+
+def _warn_about_arch(verdict: ArchVerdict, path: Path, warn: Callable[[str], None]) -> None:
+    if verdict.arch is None:
+        warn(f"could not confirm that {path.name} is an aarch64 disk: {verdict.reason}")
+    elif verdict.arch == "x86_64":
+        warn(f"{path.name} looks like an x86_64 disk ({verdict.reason}); converting anyway because of --force")
+
+
+def _refuse_foreign_owner(machine: LoadedMachine) -> None:
+    """As root on another user's machine, the disk, vars file and journal would belong to root:
+    the machine would not start for its owner, who could not revert it either."""
+    owner = machine.config_path.stat().st_uid
+    if os.geteuid() == 0 and owner != 0:
+        raise UsageError(
+            f"{machine.config_path} belongs to uid {owner}, and podman-emu runs as root",
+            hint="Run podman-emu as the machine's owner, like podman itself (podman machine refuses root): "
+            f"e.g. `sudo -u '#{owner}' podman-emu convert {machine.name} …`.",
+        )
+
+
+def convert_machine(request: ConvertRequest, warn: Callable[[str], None]) -> ConvertOutcome:
+    machine = load_machine(request.name)
+    _refuse_foreign_owner(machine)
+    # A running machine is refused first: whatever else is true, nothing can change while it runs.
+    refuse_if_busy(machine.name, machine.config, "convert")
+    if not request.dry_run:
+        repair_interrupted(machine)
+    _refuse_converted(machine)
+
+    qemu = find_qemu(request.qemu, machine.config.CmdLine[0])
+    capabilities = probe_qemu(qemu)
+    profile = choose_profile(capabilities, request.cpu)
+    firmware = find_firmware(qemu, code_override=request.firmware, vars_override=request.vars_template)
+    qemu_img = find_qemu_img(qemu)
+
+    source = _resolve_image(request, warn)
+    image_path = source.path
+    disk_format = sniff_disk(image_path)
+    verdict = _check_arch_early(image_path, disk_format, request.force)
+    if disk_format.compression is None:
+        _warn_about_arch(verdict, image_path, warn)
+
+    inputs = PlanInputs(
+        qemu_binary=str(qemu),
+        profile=profile,
+        firmware=firmware,
+        disk_source=str(image_path),
+        disk_container=disk_format.container,
+        console_log=str(console_log_path(machine.config_path)),
+    )
+    plan = plan_conversion(machine.document.content, inputs)
+    outcome = ConvertOutcome(plan, machine, profile, firmware, disk_format, verdict, [])
+    if request.dry_run:
+        return outcome
+    try:
+        refuse_existing_destinations(plan)
+    except ConversionStateError:
+        # A stale journal was settled above and a finished conversion refused: a journal now
+        # means another podman-emu is converting this machine, and the files are its own.
+        if journals.load_journal(machine.config_path) is not None:
+            raise ConversionStateError(
+                f"another podman-emu process is converting (or just converted) machine {machine.name!r}",
+                hint="Nothing was changed by this one. Wait for the other to finish; `podman-emu list` "
+                "shows the result.",
+            ) from None
+        raise
+    staging = DiskStaging(
+        machine.config.DiskSize,
+        str(qemu_img),
+        request.progress,
+        source.sha256,
+        source.uncompressed_sha256,
+        force=request.force,
+    )
+    staged = stage_files(plan, staging)
+    if disk_format.compression is not None:
+        disk_arch = next(item.arch for item in staged if item.action.role == "disk")
+        assert disk_arch is not None
+        outcome.arch = disk_arch
+        _warn_about_arch(disk_arch, image_path, warn)
+    private_dir(paths.state_dir())
+    outcome.journal = apply_conversion(
+        machine,
+        plan,
+        staged,
+        {
+            "qemu": str(qemu),
+            "qemu_version": capabilities.version_string,
+            "cpu": profile.cpu,
+            "firmware": firmware.code,
+            "image_source": source.description,
+            "image_format": disk_format.describe(),
+        },
+    )
+    return outcome

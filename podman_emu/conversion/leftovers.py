@@ -1,0 +1,62 @@
+"""What converted machines left behind after `podman machine rm`, and removing it.
+
+podman's `rm` deletes the config and the ImagePath it knows (the aarch64 disk). The journal still
+names the vars file, the console log and the native disk, which podman-emu then offers to remove.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from podman_emu.conversion import journal as journals
+from podman_emu.conversion.artifacts import console_log_names
+from podman_emu.errors import ConversionStateError
+
+
+@dataclass(frozen=True)
+class Leftover:
+    machine: str
+    journal: str
+    files: list[str]
+
+    @property
+    def command(self) -> str:
+        return f"podman-emu cleanup {self.machine}"
+
+
+def find_leftovers() -> list[Leftover]:
+    leftovers = []
+    for path, journal in journals.all_journals():
+        if isinstance(journal, ConversionStateError):
+            continue
+        if os.path.exists(journal.config_path):
+            continue
+        files = [item.path for item in journal.created if os.path.exists(item.path)]
+        files += [
+            str(p)
+            for item in journal.created
+            if item.role == "console"
+            for p in console_log_names(Path(item.path))[1:]
+            if p.exists()
+        ]
+        # podman's `rm` deleted the ImagePath it knew, the aarch64 disk; the native one stays.
+        if os.path.exists(journal.native_image_path):
+            files.append(journal.native_image_path)
+        leftovers.append(Leftover(journal.machine, str(path), files))
+    return leftovers
+
+
+def cleanup_leftovers(name: str, *, dry_run: bool) -> Leftover:
+    for leftover in find_leftovers():
+        if leftover.machine == name:
+            if not dry_run:
+                for file in leftover.files:
+                    Path(file).unlink(missing_ok=True)
+                Path(leftover.journal).unlink(missing_ok=True)
+            return leftover
+    raise ConversionStateError(
+        f"nothing left behind by a removed machine named {name!r}",
+        hint="`podman-emu doctor` lists leftovers; a machine that still exists is reverted with `podman-emu revert`.",
+    )

@@ -1,0 +1,183 @@
+"""Pure planning: (document, host facts, options) -> a JSON Patch plus the files to create.
+
+Nothing here touches the file system, so every layout and edge case is a fast unit test and
+`--dry-run` shows exactly what `apply` will do.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import jsonpatch
+
+from podman_emu.conversion.artifacts import is_emulated
+from podman_emu.conversion.rewrite import DiskContainer, rewrite_argv
+from podman_emu.errors import ConfigInvalid, ConversionStateError
+from podman_emu.host.capabilities import Firmware
+from podman_emu.host.cpu_profile import TcgProfile
+from podman_emu.podman.layout import image_path, with_image_path
+from podman_emu.qemu.argv import first_value, machine_options
+
+JsonObject = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class FileAction:
+    """A file apply creates (and revert removes)."""
+
+    role: Literal["vars", "disk", "console"]
+    destination: str
+    source: str | None = None  # vars template or disk image; None = blank vars / qemu-created log
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class PlanInputs:
+    """Everything the conversion plan depends on besides the document."""
+
+    qemu_binary: str
+    profile: TcgProfile
+    firmware: Firmware
+    disk_source: str
+    disk_container: DiskContainer
+    console_log: str
+
+
+@dataclass
+class Plan:
+    kind: Literal["convert", "revert"]
+    machine: str
+    before: JsonObject
+    after: JsonObject
+    files: list[FileAction] = field(default_factory=list)
+    removals: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def patch(self) -> list[JsonObject]:
+        operations: list[JsonObject] = jsonpatch.make_patch(self.before, self.after).patch
+        # Guard the patch with the values it was planned from, so it can never apply to a file
+        # that has changed in between (RFC 6902 "test").
+        guards = [
+            {"op": "test", "path": f"/{key}", "value": self.before[key]}
+            for key in ("CmdLine", "ImagePath")
+            if key in self.before
+        ]
+        return guards + operations
+
+    @property
+    def argv_before(self) -> list[str]:
+        return list(self.before["CmdLine"])
+
+    @property
+    def argv_after(self) -> list[str]:
+        return list(self.after["CmdLine"])
+
+
+def aarch64_file_paths(content: JsonObject, disk_container: DiskContainer) -> tuple[str, str]:
+    """Where the vars file and the aarch64 disk go: beside the native disk in podman's data dir,
+    the vars file under the name podman itself uses on darwin/arm64."""
+    name = content["Name"]
+    image = image_path(content)
+    # Both become file names: a relative ImagePath would put the new files in the current
+    # directory, a Name with "/" outside podman's data dir, a NUL cannot be a path at all.
+    if not os.path.isabs(image) or "\x00" in image:
+        raise ConfigInvalid(
+            f"ImagePath {image!r} is not an absolute path",
+            hint="podman always stores an absolute path; restore the machine's config or recreate it.",
+        )
+    if "/" in name or "\x00" in name:
+        raise ConfigInvalid(
+            f"Name {name!r} cannot be part of a file name",
+            hint="podman machine names never hold '/' or NUL; restore the machine's config or recreate it.",
+        )
+    image_dir = os.path.dirname(image)
+    suffix = "qcow2" if disk_container == "qcow2" else "raw"
+    return (
+        os.path.join(image_dir, f"{name}_ovmf_vars.fd"),
+        os.path.join(image_dir, f"{name}_aarch64.{suffix}"),
+    )
+
+
+def plan_conversion(content: JsonObject, inputs: PlanInputs) -> Plan:
+    argv = list(content["CmdLine"])
+    machine_options(argv)
+    if is_emulated(content):
+        raise ConversionStateError(
+            f"machine {content['Name']!r} already runs qemu-system-aarch64 ({argv[0]})",
+            hint="It is already emulated. To change its options, `podman-emu revert` it first, then convert again.",
+        )
+    vars_path, disk_path = aarch64_file_paths(content, inputs.disk_container)
+    if os.path.abspath(inputs.disk_source) == os.path.abspath(image_path(content)):
+        raise ConversionStateError(
+            "--image is the machine's own native disk",
+            hint="Give an aarch64 disk image (e.g. fedora-coreos-…-qemu.aarch64.qcow2.xz).",
+        )
+    rewritten = rewrite_argv(
+        argv,
+        qemu_binary=inputs.qemu_binary,
+        profile=inputs.profile,
+        firmware_arguments=inputs.firmware.arguments(vars_path),
+        console_log=inputs.console_log,
+        disk_path=disk_path,
+        disk_container=inputs.disk_container,
+    )
+    after = with_image_path(content, disk_path)
+    after["CmdLine"] = rewritten.argv
+    notes = list(rewritten.notes)
+    files = [FileAction("disk", disk_path, inputs.disk_source, f"copy of {inputs.disk_source}")]
+    if not inputs.firmware.bios:
+        template = inputs.firmware.vars_template
+        files.insert(
+            0,
+            FileAction("vars", vars_path, template, f"copy of {template}" if template else "blank 64 MiB vars file"),
+        )
+    files.append(FileAction("console", inputs.console_log, None, "serial console log, written by qemu"))
+    notes.insert(0, f"cpu {inputs.profile.cpu}: {inputs.profile.reason}")
+    if inputs.firmware.bios:
+        notes.append(
+            f"firmware {inputs.firmware.code} is not 64 MiB: loaded with -bios, UEFI variables will not persist"
+        )
+    return Plan("convert", str(content["Name"]), copy.deepcopy(content), after, files, notes=notes)
+
+
+@dataclass(frozen=True)
+class NativeConfig:
+    """What revert restores, recorded by convert."""
+
+    cmdline: list[str]
+    image_path: str
+
+
+def _carry_over(native_argv: list[str], current_argv: list[str]) -> list[str]:
+    """The native argv with the -m/-smp values podman's `set` may have changed since conversion,
+    edited exactly the way podman's editCmdLine does (first exact match; appended when absent)."""
+    result = list(native_argv)
+    for flag in ("-m", "-smp"):
+        current = first_value(current_argv, flag)
+        if current is None:
+            continue
+        for index, element in enumerate(result[:-1]):
+            if element == flag:
+                result[index + 1] = current
+                break
+        else:
+            result += [flag, current]
+    return result
+
+
+def plan_revert(content: JsonObject, native: NativeConfig, created: Sequence[str]) -> Plan:
+    current_argv = list(content["CmdLine"])
+    machine_options(current_argv)
+    after = with_image_path(content, native.image_path)
+    after["CmdLine"] = _carry_over(native.cmdline, current_argv)
+    notes = []
+    for flag, label in (("-m", "memory"), ("-smp", "cpus")):
+        before_value, after_value = first_value(native.cmdline, flag), first_value(after["CmdLine"], flag)
+        if before_value != after_value:
+            notes.append(f"kept {label} {after_value} set after the conversion (was {before_value})")
+    return Plan("revert", str(content["Name"]), copy.deepcopy(content), after, removals=list(created), notes=notes)

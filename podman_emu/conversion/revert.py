@@ -1,0 +1,61 @@
+"""`podman-emu revert`: the journal + the current config -> the native config, minus nothing
+podman changed since (cpus, memory, LastUp stay)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from podman_emu.conversion import journal as journals
+from podman_emu.conversion.apply import apply_revert, effective_journal, repair_interrupted
+from podman_emu.conversion.artifacts import is_emulated
+from podman_emu.conversion.plan import NativeConfig, Plan, plan_revert
+from podman_emu.errors import ConversionStateError
+from podman_emu.podman.machines import LoadedMachine, load_machine
+from podman_emu.podman.running import refuse_if_busy
+
+
+@dataclass
+class RevertOutcome:
+    plan: Plan
+    machine: LoadedMachine
+    byte_identical: bool
+    removed: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)
+    applied: bool = False
+
+
+def revert_machine(name: str, *, delete_disk: bool, dry_run: bool) -> RevertOutcome:
+    machine = load_machine(name)
+    if not dry_run:
+        repair_interrupted(machine)
+    journal = effective_journal(machine, journals.load_journal(machine.config_path))
+    if journal is None:
+        if is_emulated(machine.document.content):
+            raise ConversionStateError(
+                f"machine {name!r} runs qemu-system-aarch64, but podman-emu has no record of converting it",
+                hint="It was changed by hand or by another tool, so its native command line is unknown. "
+                "Recreate it with `podman machine rm` + `podman machine init`.",
+            )
+        raise ConversionStateError(
+            f"machine {name!r} was never converted by podman-emu; there is nothing to revert",
+            hint="`podman-emu list` shows which machines are emulated.",
+        )
+    refuse_if_busy(machine.name, machine.config, "revert")
+    created = [item.path for item in journal.created if item.role != "disk" or delete_disk]
+    plan = plan_revert(
+        machine.document.content,
+        NativeConfig(journal.native_cmdline, journal.native_image_path),
+        created,
+    )
+    kept = [item.path for item in journal.created if item.role == "disk" and not delete_disk]
+    outcome = RevertOutcome(
+        plan=plan,
+        machine=machine,
+        byte_identical=machine.document.sha256 == journal.converted_sha256,
+        kept=kept,
+    )
+    if dry_run:
+        return outcome
+    outcome.removed = apply_revert(machine, plan, journal, delete_disk=delete_disk)
+    outcome.applied = True
+    return outcome

@@ -1,0 +1,110 @@
+"""Staging: the big files a conversion creates, prepared under temp names beside their
+destinations before podman's lock is taken, so podman is not blocked during a multi-GB copy.
+apply.py moves them into place under the lock; on any failure they are removed again."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from podman_emu.conversion.plan import FileAction, Plan
+from podman_emu.errors import ConversionStateError, StagingFailed
+from podman_emu.fsutil import remove_quietly, temp_name
+from podman_emu.host.capabilities import PFLASH_SIZE
+from podman_emu.images.arch import ArchVerdict
+from podman_emu.images.install import install_disk
+
+
+@dataclass
+class StagedFile:
+    action: FileAction
+    staged: Path | None  # None: nothing to stage (qemu creates the console log itself)
+    sha256: str | None = None
+    arch: ArchVerdict | None = None  # for the disk: what the arch check saw in the finished image
+
+
+@dataclass(frozen=True)
+class DiskStaging:
+    """How the aarch64 disk is put in place: grown to the machine's DiskSize, as podman does."""
+
+    size_gib: int
+    qemu_img: str
+    progress: bool = False
+    expected_sha256: str | None = None
+    expected_uncompressed_sha256: str | None = None
+    force: bool = False  # use a disk the arch check calls x86_64
+
+
+def _stage_vars(action: FileAction) -> StagedFile:
+    staged = temp_name(Path(action.destination))
+    if action.source:
+        shutil.copyfile(action.source, staged)
+    else:
+        # podman's own recipe (dd if=/dev/zero bs=1m count=64): edk2 formats a blank store.
+        with open(staged, "wb") as handle:
+            handle.truncate(PFLASH_SIZE)
+    os.chmod(staged, 0o644)
+    return StagedFile(action, staged)
+
+
+def _stage_disk(action: FileAction, disk: DiskStaging) -> StagedFile:
+    assert action.source is not None
+    staged = temp_name(Path(action.destination))
+    # Verified, arch-checked and resized before it is renamed to the staged name.
+    installed = install_disk(
+        Path(action.source),
+        staged,
+        size_gib=disk.size_gib,
+        qemu_img=disk.qemu_img,
+        expected_sha256=disk.expected_sha256,
+        expected_uncompressed_sha256=disk.expected_uncompressed_sha256,
+        force=disk.force,
+        progress=disk.progress,
+    )
+    # Readable like the native disk podman made (0644), not private like a download.
+    os.chmod(staged, 0o644)
+    return StagedFile(action, staged, installed.source_sha256, installed.arch)
+
+
+def discard_staged(staged: list[StagedFile]) -> None:
+    for item in staged:
+        if item.staged is not None:
+            remove_quietly(item.staged)
+
+
+def refuse_existing_destinations(plan: Plan) -> None:
+    for action in plan.files:
+        if action.role != "console" and os.path.lexists(action.destination):
+            raise ConversionStateError(
+                f"{action.destination} already exists; podman-emu does not overwrite files it did not create",
+                hint="A plain `podman-emu revert` keeps the aarch64 disk, and an interrupted run can leave "
+                "files too. Move it away (or delete it if you do not need it) and run convert again.",
+            )
+
+
+def stage_files(plan: Plan, disk: DiskStaging) -> list[StagedFile]:
+    staged: list[StagedFile] = []
+    try:
+        for action in plan.files:
+            if action.role == "vars":
+                staged.append(_stage_vars(action))
+            elif action.role == "disk":
+                staged.append(_stage_disk(action, disk))
+            else:
+                Path(action.destination).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+                staged.append(StagedFile(action, None))
+    except BaseException as exc:
+        discard_staged(staged)
+        with contextlib.suppress(OSError):
+            for action in plan.files:
+                remove_quietly(temp_name(Path(action.destination)))
+        if isinstance(exc, OSError):
+            raise StagingFailed(
+                f"could not create {getattr(exc, 'filename', None) or 'a file'}: {exc.strerror}",
+                hint="Check free space and permissions in podman's data dir; nothing was changed.",
+            ) from None
+        raise
+    return staged

@@ -1,0 +1,214 @@
+"""What this host's qemu-system-aarch64 can do, probed once per binary and cached.
+
+Never trust a binary by its name: podman silently falls back to the host-arch qemu when
+CmdLine[0] does not exist, so a wrong path here turns into x86 qemu running aarch64 arguments.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import asdict
+from pathlib import Path
+
+from podman_emu import fsutil, paths
+from podman_emu.errors import HostNotReady, UsageError
+from podman_emu.host.capabilities import QemuCapabilities
+
+QEMU_AARCH64 = "qemu-system-aarch64"
+
+# Where Homebrew (Intel, Apple Silicon), MacPorts and podman's macOS installer put qemu. Symlink
+# prefixes are preferred to Cellar paths, which break on `brew upgrade` (podman-desktop#4610).
+WELL_KNOWN_BIN_DIRS = (
+    "/usr/local/bin",
+    "/opt/homebrew/bin",
+    "/opt/local/bin",
+    "/opt/podman/qemu/bin",
+    "/usr/bin",
+    "/usr/libexec",
+)
+
+PROBE_TIMEOUT_S = 20
+_CACHE_SCHEMA = 2
+
+
+def _is_executable_file(path: Path) -> bool:
+    return path.is_file() and os.access(path, os.X_OK)
+
+
+def candidate_binaries(native_binary: str | None) -> list[Path]:
+    """Where to look for qemu-system-aarch64, most specific first."""
+    candidates: list[Path] = []
+    if native_binary and os.path.isabs(native_binary):
+        # Beside the machine's own qemu: the same installation, so the same firmware dir.
+        candidates.append(Path(native_binary).parent / QEMU_AARCH64)
+    found = shutil.which(QEMU_AARCH64)
+    if found:
+        candidates.append(Path(found))
+    candidates.extend(Path(directory) / QEMU_AARCH64 for directory in WELL_KNOWN_BIN_DIRS)
+    unique: list[Path] = []
+    for candidate in candidates:
+        absolute = Path(os.path.abspath(candidate))
+        if absolute not in unique:
+            unique.append(absolute)
+    return unique
+
+
+def find_qemu(explicit: str | None, native_binary: str | None) -> Path:
+    if explicit:
+        path = Path(os.path.abspath(os.path.expanduser(explicit)))
+        if not _is_executable_file(path):
+            raise UsageError(
+                f"--qemu {explicit}: no executable file there",
+                hint="Give the absolute path of qemu-system-aarch64 (e.g. /usr/local/bin/qemu-system-aarch64).",
+            )
+        return path
+    for candidate in candidate_binaries(native_binary):
+        if _is_executable_file(candidate):
+            return candidate
+    raise HostNotReady(
+        f"{QEMU_AARCH64} was not found (looked beside the machine's qemu, on PATH and in "
+        f"{', '.join(WELL_KNOWN_BIN_DIRS)})",
+        hint="Install it: Debian/Ubuntu `apt-get install qemu-system-arm qemu-efi-aarch64`, Fedora "
+        "`dnf install qemu-system-aarch64 edk2-aarch64`, macOS `brew install qemu`. Or pass --qemu PATH.",
+    )
+
+
+def _run(argv: list[str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    try:
+        return subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=PROBE_TIMEOUT_S, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise HostNotReady(
+            f"could not run {argv[0]}: {exc}",
+            hint="Check that the binary works: run it with --version.",
+        ) from None
+
+
+def _parse_version(text: str) -> tuple[int, int, int] | None:
+    match = re.search(r"QEMU emulator version (\d+)\.(\d+)(?:\.(\d+))?", text)
+    if not match:
+        return None
+    return int(match.group(1)), int(match.group(2)), int(match.group(3) or 0)
+
+
+def _parse_cpu_models(text: str) -> tuple[str, ...]:
+    models = []
+    for line in text.splitlines():
+        parts = line.split()
+        if not parts or line.startswith("Available") or line.endswith(":"):
+            continue
+        models.append(parts[0])
+    return tuple(models)
+
+
+def _parse_accelerators(text: str) -> tuple[str, ...]:
+    return tuple(line.strip() for line in text.splitlines()[1:] if line.strip())
+
+
+def _probe_pauth_impdef(path: Path) -> bool:
+    # The property only exists on QEMU >= 6.0 builds with TCG; asking qemu is the only sure way.
+    # -S keeps the guest from running; the QMP quit makes qemu leave at once.
+    result = _run(
+        [
+            str(path),
+            "-M",
+            "virt",
+            "-accel",
+            "tcg",
+            "-cpu",
+            "max,pauth-impdef=on",
+            "-display",
+            "none",
+            "-nodefaults",
+            "-no-user-config",
+            "-S",
+            "-qmp",
+            "stdio",
+        ],
+        stdin='{"execute": "qmp_capabilities"}\n{"execute": "quit"}\n',
+    )
+    return result.returncode == 0
+
+
+def _probe(path: Path) -> QemuCapabilities:
+    version_run = _run([str(path), "--version"])
+    version = _parse_version(version_run.stdout)
+    if version_run.returncode != 0 or version is None:
+        raise HostNotReady(
+            f"{path} does not answer like qemu (--version said: "
+            f"{(version_run.stdout + version_run.stderr).strip()[:200]!r})",
+            hint="Point --qemu at a working qemu-system-aarch64.",
+        )
+    cpu_run = _run([str(path), "-machine", "virt", "-cpu", "help"])
+    cpu_models = _parse_cpu_models(cpu_run.stdout)
+    if "cortex-a57" not in cpu_models and "max" not in cpu_models:
+        raise HostNotReady(
+            f"{path} is not an aarch64 system emulator (its CPU list has neither 'max' nor 'cortex-a57')",
+            hint="podman-emu needs qemu-system-aarch64, not the qemu for another architecture.",
+        )
+    accel_run = _run([str(path), "-accel", "help"])
+    return QemuCapabilities(
+        path=str(path),
+        version=version,
+        version_text=version_run.stdout.splitlines()[0].strip(),
+        cpu_models=cpu_models,
+        accelerators=_parse_accelerators(accel_run.stdout),
+        has_pauth_impdef=_probe_pauth_impdef(path),
+    )
+
+
+def _cache_key(path: Path) -> str:
+    # A new qemu install changes size or mtime of the resolved file; that invalidates the probe.
+    stat = path.resolve().stat()
+    return f"{path}|{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+
+
+def probe_qemu(path: Path) -> QemuCapabilities:
+    """Probe `path` (about a second of qemu start-ups), or return the cached result."""
+    cache_file = paths.cache_dir() / "qemu-probes.json"
+    key = _cache_key(path)
+    cache: dict[str, dict[str, object]] = {}
+    try:
+        loaded = json.loads(cache_file.read_text())
+        if isinstance(loaded, dict) and loaded.get("schema") == _CACHE_SCHEMA:
+            cache = loaded.get("probes", {})
+    except (OSError, ValueError):
+        cache = {}
+    entry = cache.get(key)
+    if isinstance(entry, dict):
+        try:
+            return QemuCapabilities(
+                path=str(entry["path"]),
+                version=tuple(entry["version"]),  # type: ignore[arg-type]
+                version_text=str(entry["version_text"]),
+                cpu_models=tuple(entry["cpu_models"]),  # type: ignore[arg-type]
+                accelerators=tuple(entry["accelerators"]),  # type: ignore[arg-type]
+                has_pauth_impdef=bool(entry["has_pauth_impdef"]),
+            )
+        except (KeyError, TypeError):
+            pass
+    capabilities = _probe(path)
+    cache[key] = asdict(capabilities)
+    fsutil.write_cache(cache_file, json.dumps({"schema": _CACHE_SCHEMA, "probes": cache}, indent=1).encode())
+    return capabilities
+
+
+def find_qemu_img(qemu_binary: Path | None) -> Path:
+    candidates = []
+    if qemu_binary is not None:
+        candidates.append(qemu_binary.parent / "qemu-img")
+    found = shutil.which("qemu-img")
+    if found:
+        candidates.append(Path(found))
+    candidates.extend(Path(directory) / "qemu-img" for directory in WELL_KNOWN_BIN_DIRS)
+    for candidate in candidates:
+        if _is_executable_file(candidate):
+            return candidate
+    raise HostNotReady(
+        "qemu-img was not found (needed to resize the aarch64 disk to the machine's disk size)",
+        hint="Install it: Debian/Ubuntu `apt-get install qemu-utils`, Fedora `dnf install qemu-img`, "
+        "macOS `brew install qemu`.",
+    )

@@ -1,0 +1,56 @@
+"""The emulated machine's serial console log: a file podman-emu owns, qemu appends to.
+
+qemu opens it with append=on, so earlier boots stay readable. qemu cannot bound a file, so
+podman-emu does whenever it runs (`list`, `status`, `logs`): past the limit, the log moves to
+`NAME.log.1` (replacing the previous one) and a fresh file starts. A running qemu keeps writing
+into the moved file until its next start, so readers always take `.log.1` then `.log`, in that
+order, which is also the order in which they were written.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from podman_emu.conversion.artifacts import rotated_path
+
+CONSOLE_LIMIT_BYTES = 8 * 1024 * 1024
+
+
+def rotate_if_large(log: Path, limit: int | None = None) -> bool:
+    try:
+        if log.stat().st_size <= (CONSOLE_LIMIT_BYTES if limit is None else limit):
+            return False
+        os.replace(log, rotated_path(log))
+    except OSError:
+        return False
+    return True
+
+
+def log_files(log: Path) -> list[Path]:
+    """The existing files of a console log, oldest first."""
+    return [path for path in (rotated_path(log), log) if path.is_file()]
+
+
+def read_tail_bytes(paths: Sequence[Path], max_bytes: int) -> tuple[bytes, bool]:
+    """The last `max_bytes` of the concatenation of `paths` (oldest first); True if that is all."""
+    chunks: list[bytes] = []
+    remaining = max_bytes
+    for index, path in enumerate(reversed(paths)):
+        if remaining <= 0:
+            older = list(reversed(paths))[index:]
+            return b"".join(reversed(chunks)), not any(p.is_file() and p.stat().st_size for p in older)
+        try:
+            with path.open("rb") as handle:
+                size = os.fstat(handle.fileno()).st_size
+                start = max(0, size - remaining)
+                handle.seek(start)
+                data = handle.read(remaining)
+        except OSError:
+            continue
+        chunks.append(data)
+        remaining -= len(data)
+        if start > 0:
+            return b"".join(reversed(chunks)), False
+    return b"".join(reversed(chunks)), True

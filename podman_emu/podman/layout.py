@@ -1,0 +1,102 @@
+"""Which podman layout a config has, decided from its keys and their types (4.x files carry no
+version number), and the key names podman reads. Free of pydantic, so a listing of configs it
+has validated before stays fast."""
+
+from __future__ import annotations
+
+import copy
+import enum
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from podman_emu.errors import ConfigInvalid, UnsupportedLayout
+
+
+class Layout(enum.Enum):
+    V1 = "v1"  # podman 3.4 / 4.0
+    V2 = "v2"  # podman 4.1 – 4.9
+
+
+# Every key of podman's MachineVMV1 and MachineVM structs, as podman spells them. The schema's
+# models declare the same fields (a test keeps the two equal).
+PODMAN_KEYS = frozenset(
+    {
+        "CmdLine", "Name", "CPUs", "Memory", "DiskSize", "IdentityPath", "Port", "RemoteUsername",
+        "ImageStream", "IgnitionFilePath", "ImagePath", "QMPMonitor", "Mounts", "Rootful", "UID",
+        "ConfigPath", "HostUserModified", "PidFilePath", "VMPidFilePath", "ReadySocket", "USBs",
+        "Starting", "Created", "LastUp",
+    }
+)  # fmt: skip
+
+
+def guess_podman_version(content: Mapping[str, Any], layout: Layout) -> str:
+    """The oldest podman release line that writes exactly these keys (files carry no version)."""
+    if layout is Layout.V1:
+        return "4.0" if "Mounts" in content or "Rootful" in content else "3.4"
+    if "USBs" in content:
+        return "4.8+"
+    if "HostUserModified" in content:
+        return "4.6+"
+    if "VMPidFilePath" in content:
+        return "4.2+"
+    return "4.1"
+
+
+def refuse_case_variants(path: Path, content: Mapping[str, Any]) -> None:
+    # Go matches keys case-insensitively, so podman reads "cmdline" as CmdLine; podman-emu edits
+    # keys by name and would miss it, so it asks for podman's own spelling instead of guessing.
+    canonical = {key.lower(): key for key in PODMAN_KEYS}
+    for key in content:
+        proper = canonical.get(key.lower())
+        if proper is not None and proper != key:
+            # With both spellings present podman uses the later one, which podman-emu would not edit.
+            also = f" (and {proper!r} is there too: podman reads whichever comes last)" if proper in content else ""
+            raise ConfigInvalid(
+                f"{path}: key {key!r} is spelled differently from podman's {proper!r}{also}",
+                hint=f"podman accepts it, but podman-emu only edits podman's own spelling; rename the "
+                f"key to {proper!r} (or run `podman machine set` once, which rewrites the file).",
+            )
+
+
+def detect_layout(path: Path, content: Mapping[str, Any]) -> Layout:
+    version = content.get("Version")
+    if isinstance(version, int) and not isinstance(version, bool) and version >= 1:
+        raise UnsupportedLayout(
+            f'{path}: this is a podman 5.x machine config ("Version": {version})',
+            hint="podman 5 stores no qemu command line: it rebuilds it from compiled-in options at "
+            "every start (and on macOS it has no qemu provider at all), so there is nothing to "
+            "convert. Use podman 4.9 with its qemu provider for an emulated aarch64 machine.",
+        )
+    # ConfigPath exists only in the 4.1+ layout, so it decides even when ImagePath has a wrong type.
+    image_path = content.get("ImagePath")
+    if "ConfigPath" in content or isinstance(image_path, dict):
+        return Layout.V2
+    if isinstance(image_path, str):
+        return Layout.V1
+    refuse_case_variants(path, content)
+    raise ConfigInvalid(
+        f'{path}: not a podman machine config: no "ImagePath" key (string for podman 3.4/4.0, '
+        f"object for 4.1–4.9), found keys {sorted(content)[:8]}",
+        hint="podman-emu reads the qemu machine configs in containers/podman/machine/qemu/.",
+    )
+
+
+def path_value(value: Any) -> str:
+    """A path field of a validated config: a plain string in V1, `{"Path": …}` in V2."""
+    return str(value["Path"] if isinstance(value, dict) else value)
+
+
+def image_path(content: Mapping[str, Any]) -> str:
+    """The machine's disk (ImagePath) in a validated config of either layout."""
+    return path_value(content["ImagePath"])
+
+
+def with_image_path(content: Mapping[str, Any], path: str) -> dict[str, Any]:
+    """A copy of `content` whose ImagePath is `path`, in the layout's own shape."""
+    updated = copy.deepcopy(dict(content))
+    if isinstance(updated["ImagePath"], dict):
+        updated["ImagePath"]["Path"] = path
+    else:
+        updated["ImagePath"] = path
+    return updated

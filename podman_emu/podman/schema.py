@@ -1,0 +1,194 @@
+"""Pydantic models of podman's machine JSON, one per layout, and `validate_machine`.
+
+The models validate; they are never serialised back (the raw document is). Types are strict the
+way Go's decoder is strict: `"Memory": 2048.0` or `"ImagePath": "/x"` in a 4.1+ file fail in
+podman too. Unknown keys are allowed and kept, as podman ignores them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
+
+from podman_emu.errors import ConfigInvalid
+from podman_emu.podman.layout import Layout, detect_layout, refuse_case_variants
+from podman_emu.qemu.argv import machine_options
+
+# Go's uint64 and int (64-bit): a value outside makes podman's decoder fail too.
+Uint64 = Annotated[StrictInt, Field(ge=0, le=2**64 - 1)]
+Int64 = Annotated[StrictInt, Field(ge=-(2**63), le=2**63 - 1)]
+
+
+class _PodmanStruct(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True, frozen=True)
+
+
+class VMFile(_PodmanStruct):
+    Path: StrictStr
+    symlink: StrictStr | None = None
+
+
+class MonitorV1(_PodmanStruct):
+    Address: StrictStr
+    Network: StrictStr
+    Timeout: Int64
+
+
+class MonitorV2(_PodmanStruct):
+    Address: VMFile
+    Network: StrictStr
+    Timeout: Int64
+
+
+class MountV2(_PodmanStruct):
+    ReadOnly: StrictBool
+    Source: StrictStr
+    Tag: StrictStr
+    Target: StrictStr
+    Type: StrictStr
+
+
+class MountV1(_PodmanStruct):
+    Type: StrictStr
+    Tag: StrictStr
+    Source: StrictStr
+    Target: StrictStr
+    ReadOnly: StrictBool
+
+
+class USBConfig(_PodmanStruct):
+    Bus: StrictStr
+    DevNumber: StrictStr
+    Vendor: Int64
+    Product: Int64
+
+
+class _CommonMachine(_PodmanStruct):
+    CmdLine: list[StrictStr] = Field(min_length=1)
+    Name: StrictStr = Field(min_length=1)
+    CPUs: Uint64
+    Memory: Uint64
+    DiskSize: Uint64
+    IdentityPath: StrictStr
+    Port: Int64
+    RemoteUsername: StrictStr
+    ImageStream: StrictStr
+
+
+class MachineV1(_CommonMachine):
+    """podman 3.4 / 4.0 (`MachineVMV1`): paths are plain strings."""
+
+    IgnitionFilePath: StrictStr
+    ImagePath: StrictStr
+    QMPMonitor: MonitorV1
+    Mounts: list[MountV1] | None = None
+    Rootful: StrictBool | None = None
+    UID: Int64 | None = None
+
+    @property
+    def image_path(self) -> str:
+        return self.ImagePath
+
+    @property
+    def qmp_socket(self) -> str:
+        return self.QMPMonitor.Address
+
+    @property
+    def pid_files(self) -> list[str]:
+        return []
+
+    @property
+    def vm_pid_file(self) -> str | None:
+        return None
+
+    @property
+    def starting(self) -> bool:
+        return False
+
+
+class MachineV2(_CommonMachine):
+    """podman 4.1 – 4.9 (`MachineVM`): paths are `{"Path": …}` objects."""
+
+    ConfigPath: VMFile
+    Rootful: StrictBool
+    # Never optional: podman pre-sets UID=-1 and only the file overrides it; a file without UID
+    # makes the machine "incompatible" (podman v4.9.5 pkg/machine/qemu/config.go:205-207).
+    UID: Int64
+    HostUserModified: StrictBool | None = None
+    IgnitionFilePath: VMFile
+    ImagePath: VMFile
+    Mounts: list[MountV2] | None
+    PidFilePath: VMFile
+    VMPidFilePath: VMFile | None = None
+    QMPMonitor: MonitorV2
+    ReadySocket: VMFile
+    USBs: list[USBConfig] | None = None
+    Starting: StrictBool
+    Created: StrictStr
+    LastUp: StrictStr
+
+    @property
+    def image_path(self) -> str:
+        return self.ImagePath.Path
+
+    @property
+    def qmp_socket(self) -> str:
+        return self.QMPMonitor.Address.Path
+
+    @property
+    def pid_files(self) -> list[str]:
+        files = [self.PidFilePath.Path]
+        if self.VMPidFilePath is not None:
+            files.append(self.VMPidFilePath.Path)
+        return files
+
+    @property
+    def vm_pid_file(self) -> str | None:
+        """qemu's own pid file (PidFilePath is gvproxy's)."""
+        return self.VMPidFilePath.Path if self.VMPidFilePath is not None else None
+
+    @property
+    def starting(self) -> bool:
+        return self.Starting
+
+
+Machine = MachineV1 | MachineV2
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def validation_message(path: Path, error: ValidationError) -> str:
+    problems = []
+    for item in error.errors()[:5]:
+        location = "/".join(str(part) for part in item["loc"]) or "(top level)"
+        if item["type"] == "missing":
+            problems.append(f"key {location!r} is missing")
+        else:
+            problems.append(f"key {location!r}: {item['msg'].lower()}, found {_describe(item.get('input'))}")
+    more = error.error_count() - len(problems)
+    suffix = f" (and {more} more)" if more > 0 else ""
+    return f"{path}: not a valid podman machine config: " + "; ".join(problems) + suffix
+
+
+def validate_machine(path: Path, content: dict[str, Any]) -> tuple[Layout, Machine]:
+    layout = detect_layout(path, content)
+    refuse_case_variants(path, content)
+    model: type[MachineV1] | type[MachineV2] = MachineV1 if layout is Layout.V1 else MachineV2
+    try:
+        machine = model.model_validate(content)
+    except ValidationError as exc:
+        hint = "podman fails on this file too. Restore it from a backup or recreate the machine."
+        if layout is Layout.V2 and any(e["loc"] == ("UID",) for e in exc.errors()):
+            hint = (
+                "Without UID podman treats the machine as incompatible (it starts for recovery only). "
+                'Add "UID": <your uid> back, or recreate the machine.'
+            )
+        raise ConfigInvalid(validation_message(path, exc), hint=hint) from None
+    # Every reader (list, inspect, status, plan) walks CmdLine as qemu options.
+    machine_options(machine.CmdLine, path=path)
+    return layout, machine

@@ -1,0 +1,1 @@
+"""Reports over everything below: the machine inventory (`list`, `inspect`) and `doctor`."""

@@ -1,0 +1,167 @@
+"""`podman-emu doctor`: can this host run an emulated machine, what blocks it, how to fix it;
+and what removed machines left behind."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+from podman_emu import paths
+from podman_emu.conversion.leftovers import find_leftovers
+from podman_emu.errors import PodmanEmuError
+from podman_emu.fsutil import stale_temp_files
+from podman_emu.host.capabilities import QemuCapabilities
+from podman_emu.host.cpu_profile import choose_profile
+from podman_emu.host.firmware import find_firmware
+from podman_emu.host.qemu import find_qemu, find_qemu_img, probe_qemu
+from podman_emu.podman.machines import load_machine
+from podman_emu.report.inventory import inspect_machine
+
+Level = Literal["ok", "warn", "fail", "info"]
+
+
+@dataclass(frozen=True)
+class Check:
+    topic: str
+    level: Level
+    detail: str
+    fix: str | None = None
+
+
+def _host_checks(native_binary: str | None) -> list[Check]:
+    checks: list[Check] = []
+    facts: QemuCapabilities | None = None
+    try:
+        qemu = find_qemu(None, native_binary)
+        facts = probe_qemu(qemu)
+        checks.append(Check("qemu", "ok", f"{qemu} ({facts.version_text})"))
+    except PodmanEmuError as error:
+        checks.append(Check("qemu", "fail", error.message, error.hint))
+        qemu = None
+    if facts is not None:
+        if "tcg" not in facts.accelerators:
+            checks.append(
+                Check("accelerator", "fail", f"{facts.path} has no TCG accelerator", "Install a full qemu build.")
+            )
+        profile = choose_profile(facts)
+        checks.append(Check("cpu", "ok", f"-cpu {profile.cpu}: {profile.reason}"))
+        if facts.version[:2] == (8, 2) and facts.version[2] == 0:
+            checks.append(
+                Check(
+                    "qemu",
+                    "warn",
+                    "QEMU 8.2.0's bundled edk2 fails to boot many aarch64 images (QEMU issue 1990)",
+                    "Upgrade to QEMU 8.2.1 or newer.",
+                )
+            )
+    try:
+        firmware = find_firmware(qemu)
+        level: Level = "warn" if firmware.bios else "ok"
+        vars_note = firmware.vars_template or "a blank 64 MiB vars file"
+        detail = f"{firmware.code} + {vars_note} ({firmware.source})"
+        fix = "Install 64 MiB pflash firmware (qemu-efi-aarch64 / edk2-aarch64)." if firmware.bios else None
+        checks.append(Check("firmware", level, detail, fix))
+    except PodmanEmuError as error:
+        checks.append(Check("firmware", "fail", error.message, error.hint))
+    try:
+        checks.append(Check("qemu-img", "ok", str(find_qemu_img(qemu))))
+    except PodmanEmuError as error:
+        checks.append(Check("qemu-img", "fail", error.message, error.hint))
+    checks.append(_podman_check())
+    return checks
+
+
+def _podman_check() -> Check:
+    podman = shutil.which("podman")
+    if podman is None:
+        return Check("podman", "info", "podman is not on PATH (only needed to run the machines)")
+    try:
+        output = subprocess.run([podman, "--version"], capture_output=True, text=True, timeout=10, check=False).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return Check("podman", "warn", f"{podman} --version did not answer")
+    version = output.strip().rsplit(" ", 1)[-1]
+    if version.startswith(("3.", "4.")):
+        return Check("podman", "ok", f"{podman} {version}")
+    return Check(
+        "podman",
+        "warn",
+        f"{podman} {version}: podman 5+ rebuilds the qemu command at every start and ignores 4.x configs",
+        "Use podman 4.9 (qemu provider) to run emulated machines.",
+    )
+
+
+def _machine_checks(name: str) -> list[Check]:
+    try:
+        machine = load_machine(name)
+        report = inspect_machine(name)
+    except PodmanEmuError as error:
+        return [Check(f"machine {name}", "fail", error.message, error.hint)]
+    checks = [
+        Check(
+            f"machine {name}",
+            "ok",
+            f"podman {report['podman']} layout, {report['emulation']}, {report['state']}",
+        )
+    ]
+    argv = machine.config.CmdLine
+    if not os.path.isabs(argv[0]) or not os.access(argv[0], os.X_OK):
+        checks.append(
+            Check(
+                "binary",
+                "fail",
+                f"CmdLine[0] {argv[0]} is not an executable file: podman would silently run its host-arch qemu",
+                f"`podman-emu revert {name}`, then convert again.",
+            )
+        )
+    for created in report.get("journal", {}).get("created", []):
+        if created["role"] != "console" and not os.path.exists(created["path"]):
+            checks.append(
+                Check(
+                    "files",
+                    "fail",
+                    f"{created['role']} file {created['path']} is missing",
+                    f"`podman-emu revert {name}`",
+                )
+            )
+    if not machine.document.is_podman_formatted:
+        checks.append(
+            Check(
+                "format",
+                "info",
+                "the file is not in podman's own byte format (edited by hand?); podman-emu writes podman's format",
+            )
+        )
+    return checks
+
+
+def run_doctor(name: str | None) -> dict[str, Any]:
+    native_binary = None
+    if name:
+        try:
+            native_binary = load_machine(name).config.CmdLine[0]
+        except PodmanEmuError:
+            native_binary = None
+    checks = _host_checks(native_binary)
+    if name:
+        checks += _machine_checks(name)
+    stale = [
+        str(p) for p in stale_temp_files(paths.podman_config_dir()) + stale_temp_files(paths.podman_data_dir())
+    ]
+    if stale:
+        checks.append(
+            Check(
+                "temp files",
+                "warn",
+                "left by an interrupted podman-emu: " + ", ".join(stale),
+                "Delete them; no machine uses them.",
+            )
+        )
+    leftovers = find_leftovers()
+    return {
+        "checks": [asdict(check) for check in checks],
+        "leftovers": [dict(asdict(item), command=item.command) for item in leftovers],
+        "ok": not any(check.level == "fail" for check in checks),
+    }
