@@ -1,8 +1,11 @@
-"""Careful writes: atomic replacement in podman's dir, locks, private files.
+"""Careful writes: one atomic-replace primitive, private directories, locks with timeouts.
 
-A temp file never ends in `.json` (podman loads every `*.json` in its dir as a machine) and is
-renamed over the target only when complete and on disk, so a crash leaves the old or the new
-file, never a mix.
+Every file podman-emu writes in full (podman's config, its journal, the caches, the images it
+places) goes through `replace_atomically`: a temp file beside the target whose name starts with a
+dot, carries TEMP_MARKER and never ends in `.json` (podman loads every `*.json` in its dir as a
+machine), written, fsynced and renamed over the target only when complete, then the directory
+fsynced. A crash leaves the old or the new file, never a mix, plus at most a temp file that
+`doctor` names.
 """
 
 from __future__ import annotations
@@ -15,17 +18,22 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from podman_emu.errors import MachineBusy
+from podman_emu.errors import MachineBusy, PodmanEmuError
 
 TEMP_MARKER = ".podman-emu-tmp"
 LOCK_WAIT_S = 10.0
+# A mode podman's own atomic writer uses for a config (ioutils.NewAtomicFileWriterWithOpts, 0644).
+NEW_FILE_MODE = 0o644
 
 
 def temp_name(target: Path) -> Path:
+    """The temp name this process uses beside `target`: the same on every call, so a failed step
+    can remove what it left without having been told the name."""
     return target.with_name(f".{target.name}.{os.getpid()}{TEMP_MARKER}")
 
 
 def fsync_dir(directory: Path) -> None:
+    """Make a rename in `directory` durable; not every platform lets a directory be opened."""
     with contextlib.suppress(OSError):
         fd = os.open(directory, os.O_RDONLY)
         try:
@@ -34,27 +42,58 @@ def fsync_dir(directory: Path) -> None:
             os.close(fd)
 
 
-def atomic_write(target: Path, data: bytes, *, mode: int | None = None) -> None:
-    """Replace `target` with `data`. Without an explicit mode, the existing file's mode and
-    owner are kept, so a rewrite never changes who can read the file."""
+class PendingFile:
+    """The temp file of a replacement in progress, open for writing."""
+
+    def __init__(self, fd: int, path: Path) -> None:
+        self.fd = fd
+        self.path = path
+
+    def write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            written = os.write(self.fd, view)
+            view = view[written:]
+
+    def sync(self) -> None:
+        """fsync now, so other processes (qemu-img) see the file complete before the rename."""
+        os.fsync(self.fd)
+
+
+def _create_exclusive(path: Path) -> int:
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        return os.open(path, flags, 0o600)
+    except FileExistsError:
+        # Only a dead process with this pid can have left it (each temp name carries the pid, and
+        # this process does one replacement of a target at a time): it is litter, not a writer.
+        os.unlink(path)
+        return os.open(path, flags, 0o600)
+
+
+@contextlib.contextmanager
+def replace_atomically(target: Path, *, mode: int | None = None) -> Iterator[PendingFile]:
+    """Yield a temp file beside `target`; when the block completes, the file gets `mode` (or, by
+    default, the mode and owner `target` has now, so a rewrite never changes who can read it),
+    is fsynced and renamed over `target`, and the directory is fsynced. If the block raises, the
+    temp file is removed and `target` is untouched."""
     uid = gid = -1
     if mode is None:
         try:
             info = target.stat()
             mode, uid, gid = info.st_mode & 0o7777, info.st_uid, info.st_gid
         except FileNotFoundError:
-            mode = 0o644  # what podman's own writer uses
+            mode = NEW_FILE_MODE
     temporary = temp_name(target)
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    fd = _create_exclusive(temporary)
     try:
         try:
-            view = memoryview(data)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
+            yield PendingFile(fd, temporary)
             os.fchmod(fd, mode)
             if os.geteuid() == 0 and uid >= 0:
                 os.fchown(fd, uid, gid)
+            # Always, even after sync(): a step before the rename (qemu-img resize) may have
+            # written to the file since.
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -66,23 +105,56 @@ def atomic_write(target: Path, data: bytes, *, mode: int | None = None) -> None:
     fsync_dir(target.parent)
 
 
+def atomic_write(target: Path, data: bytes, *, mode: int | None = None) -> None:
+    """Replace `target` with `data` (see replace_atomically for mode and owner)."""
+    with replace_atomically(target, mode=mode) as output:
+        output.write(data)
+
+
+def private_dir(path: Path) -> Path:
+    """A directory of podman-emu's own that only the user can read (journals name every file of a
+    machine). `path` itself is tightened to 0700 even when it existed with looser bits; parents
+    it has to create are made 0700 too, and parents that existed are left as they are."""
+    missing = []
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        missing.append(parent)
+        parent = parent.parent
+    for directory in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            directory.mkdir(mode=0o700)
+            directory.chmod(0o700)  # mkdir's mode is masked by the umask
+    with contextlib.suppress(FileExistsError):
+        path.mkdir(mode=0o700)
+    path.chmod(0o700)
+    return path
+
+
 def write_private(target: Path, data: bytes) -> None:
     """Atomic write of one of podman-emu's own files, readable by the user only."""
-    target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_dir(target.parent)
     atomic_write(target, data, mode=0o600)
 
 
 def write_cache(target: Path, data: bytes) -> None:
     """Best effort: a cache that cannot be written only costs the next run a recomputation."""
-    try:
-        private_dir(target.parent)
-        atomic_write(target, data, mode=0o600)
-    except OSError:
-        pass
+    with contextlib.suppress(OSError):
+        write_private(target, data)
 
 
-def _acquire(fd: int, take: Callable[[int], None], what: str, where: Path, wait_s: float) -> None:
+def _acquire(
+    fd: int,
+    take: Callable[[int], None],
+    *,
+    what: str,
+    where: Path,
+    wait_s: float,
+    error: type[PodmanEmuError],
+    hint: str,
+    on_wait: Callable[[str], None] | None,
+) -> None:
     deadline = time.monotonic() + wait_s
+    told = False
     while True:
         try:
             take(fd)
@@ -91,52 +163,85 @@ def _acquire(fd: int, take: Callable[[int], None], what: str, where: Path, wait_
             if exc.errno not in (errno.EACCES, errno.EAGAIN, errno.EWOULDBLOCK):
                 raise
         if time.monotonic() >= deadline:
-            raise MachineBusy(
-                f"{what} is locked by another process ({where}) and stayed locked for {wait_s:.0f} s",
-                hint="Another podman or podman-emu command is working on this machine; wait for it to "
-                "finish and run this again.",
+            raise error(
+                f"{what} is locked by another process ({where}) and stayed locked for {wait_s:.0f} s", hint=hint
             )
+        if on_wait is not None and not told:
+            on_wait(f"{what} is locked by another process ({where}); waiting up to {wait_s:.0f} s")
+            told = True
         time.sleep(0.05)
+
+
+_MACHINE_LOCK_HINT = (
+    "Another podman or podman-emu command is working on this machine; wait for it to finish and run this again."
+)
+
+
+def _open_lock(path: Path, flags: int) -> int:
+    try:
+        return os.open(path, flags, 0o600)
+    except OSError as exc:
+        raise MachineBusy(f"cannot open lock file {path}: {exc.strerror}") from None
 
 
 @contextlib.contextmanager
 def locked(lock_path: Path, *, create: bool, what: str, wait_s: float = LOCK_WAIT_S) -> Iterator[None]:
     """An fcntl write lock on the whole file: the POSIX record lock podman 4.7+ takes on
     NAME.lock (containers/storage lockfile), so podman and podman-emu exclude each other."""
-    flags = os.O_RDWR | (os.O_CREAT if create else 0)
+    fd = _open_lock(lock_path, os.O_RDWR | (os.O_CREAT if create else 0))
     try:
-        fd = os.open(lock_path, flags, 0o600)
-    except OSError as exc:
-        raise MachineBusy(f"cannot open lock file {lock_path}: {exc.strerror}") from None
-    try:
-        _acquire(fd, lambda handle: fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB), what, lock_path, wait_s)
+        exclusive = fcntl.LOCK_EX | fcntl.LOCK_NB
+        _acquire(
+            fd,
+            lambda handle: fcntl.lockf(handle, exclusive),
+            what=what,
+            where=lock_path,
+            wait_s=wait_s,
+            error=MachineBusy,
+            hint=_MACHINE_LOCK_HINT,
+            on_wait=None,
+        )
         yield
     finally:
         os.close(fd)  # closing drops the lock
 
 
 @contextlib.contextmanager
-def dir_flock(directory: Path, *, what: str, wait_s: float = LOCK_WAIT_S) -> Iterator[None]:
-    """An exclusive flock on a directory: no lock file to leave behind or to race on deleting."""
-    fd = os.open(directory, os.O_RDONLY)
+def flocked(
+    path: Path,
+    *,
+    what: str,
+    wait_s: float = LOCK_WAIT_S,
+    create: bool = False,
+    error: type[PodmanEmuError] = MachineBusy,
+    hint: str = _MACHINE_LOCK_HINT,
+    on_wait: Callable[[str], None] | None = None,
+) -> Iterator[None]:
+    """An exclusive flock on `path`: a directory (no lock file to leave behind or to race on
+    deleting) or, with `create`, a lock file. `on_wait` hears once that the wait has begun."""
+    fd = _open_lock(path, os.O_RDONLY | (os.O_CREAT if create else 0))
     try:
-        _acquire(fd, lambda handle: fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB), what, directory, wait_s)
+        exclusive = fcntl.LOCK_EX | fcntl.LOCK_NB
+        _acquire(
+            fd,
+            lambda handle: fcntl.flock(handle, exclusive),
+            what=what,
+            where=path,
+            wait_s=wait_s,
+            error=error,
+            hint=hint,
+            on_wait=on_wait,
+        )
         yield
     finally:
         os.close(fd)
 
 
-def private_dir(path: Path) -> Path:
-    """Create a directory that only the user can read (journals name every file of a machine)."""
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    path.chmod(0o700)
-    return path
-
-
 def stale_temp_files(directory: Path) -> list[Path]:
     """Temp files an interrupted podman-emu left in `directory` (never `*.json`, never used)."""
     try:
-        # The marker may sit inside the name: the disk copy streams into `<staged name>.XXXX.partial`.
+        # The marker may sit inside the name: the disk is placed through a temp file of its own
+        # staged (temp) name.
         return sorted(p for p in directory.iterdir() if TEMP_MARKER in p.name)
     except OSError:
         return []

@@ -5,6 +5,7 @@ Heavy modules are imported inside the commands so `podman-emu --help` and comple
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from collections.abc import Callable
@@ -65,11 +66,27 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
+def configure_logging(verbose: bool) -> None:
+    """`--verbose` (or PODMAN_EMU_DEBUG=1) shows podman-emu's debug log on stderr: every external
+    command it runs (proc.run) and how it ended."""
+    # qemu.qmp logs connection failures at WARNING/ERROR; status reports them in its own words.
+    logging.getLogger("qemu.qmp").addHandler(logging.NullHandler())
+    logging.getLogger("qemu.qmp").propagate = False
+    if verbose or os.environ.get("PODMAN_EMU_DEBUG"):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("podman-emu: %(message)s"))
+        logger = logging.getLogger("podman_emu")
+        logger.addHandler(handler)
+        logger.setLevel(logging.DEBUG)
+
+
 @app.callback()
 def main_options(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show every external command podman-emu runs."),
 ) -> None:
     """Exit codes: 0 done; 1 refused or failed, nothing changed; 2 usage error."""
+    configure_logging(verbose)
 
 
 NameArgument = typer.Argument(..., help="Machine name (as in `podman machine list`).", autocompletion=_complete_machine)

@@ -23,7 +23,7 @@ from podman_emu.conversion.journal import CreatedFile, Journal, settle_journal
 from podman_emu.conversion.plan import Plan
 from podman_emu.conversion.staging import StagedFile, discard_staged, refuse_existing_destinations
 from podman_emu.errors import MachineBusy
-from podman_emu.fsutil import atomic_write, dir_flock, locked, private_dir, remove_quietly
+from podman_emu.fsutil import atomic_write, flocked, locked, private_dir, remove_quietly
 from podman_emu.podman.document import sha256_bytes
 from podman_emu.podman.layout import image_path
 from podman_emu.podman.machines import LoadedMachine, read_config_bytes
@@ -36,7 +36,7 @@ def machine_lock(machine: LoadedMachine) -> Iterator[None]:
     other. Older podman takes no lock; podman-emu processes then still exclude each other through
     a flock on the journal dir, which leaves no lock file behind."""
     directory = private_dir(journal_dir())
-    with dir_flock(directory, what="podman-emu's journal"):
+    with flocked(directory, what="podman-emu's journal"):
         podman_lock = machine.config_path.with_suffix(".lock")
         if podman_lock.exists():
             with locked(podman_lock, create=False, what=f"machine {machine.name!r}"):

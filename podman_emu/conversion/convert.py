@@ -91,7 +91,9 @@ def _resolve_image(request: ConvertRequest, warn: Callable[[str], None]) -> Disk
             raise UsageError(
                 "--sha256 goes with --image", hint="Stream images are verified against the stream's own checksums."
             )
-        cached = resolve_stream_image(request.stream, stream_url=request.stream_url, progress=request.progress)
+        cached = resolve_stream_image(
+            request.stream, stream_url=request.stream_url, progress=request.progress, notice=warn
+        )
         if cached.offline_reason:
             warn(f"using the cached {cached.stream} image {cached.release}: {cached.offline_reason}")
         return DiskSource(

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from podman_emu.conversion.artifacts import journal_dir, journal_path
 from podman_emu.errors import ConversionStateError
-from podman_emu.fsutil import private_dir, remove_quietly, write_private
+from podman_emu.fsutil import remove_quietly, write_private
 
 SCHEMA = 1
 Status = Literal["converting", "converted", "reverting"]
@@ -83,7 +83,6 @@ def load_journal(config_path: Path) -> Journal | None:
 
 def save_journal(journal: Journal) -> Path:
     path = journal_path(Path(journal.config_path))
-    private_dir(path.parent)
     write_private(path, journal.to_json())
     return path
 

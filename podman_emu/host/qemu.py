@@ -14,7 +14,7 @@ import subprocess
 from dataclasses import asdict
 from pathlib import Path
 
-from podman_emu import fsutil, paths
+from podman_emu import fsutil, paths, proc
 from podman_emu.errors import HostNotReady, UsageError
 from podman_emu.host.capabilities import QemuCapabilities
 
@@ -78,13 +78,13 @@ def find_qemu(explicit: str | None, native_binary: str | None) -> Path:
 
 
 def _run(argv: list[str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    try:
-        return subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=PROBE_TIMEOUT_S, check=False)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise HostNotReady(
-            f"could not run {argv[0]}: {exc}",
-            hint="Check that the binary works: run it with --version.",
-        ) from None
+    return proc.run(
+        argv,
+        timeout=PROBE_TIMEOUT_S,
+        what=f"probing {argv[0]}",
+        missing_hint="Check that the binary works: run it with --version.",
+        stdin=stdin,
+    )
 
 
 def _parse_version(text: str) -> tuple[int, int, int] | None:

@@ -24,9 +24,9 @@ from podman_emu.images.pipeline import (
     Channel,
     HashingReader,
     SparseWriter,
-    atomic_output,
     check_digest,
     normalize_sha256,
+    placed_output,
     start_thread,
 )
 from podman_emu.images.progress import byte_progress
@@ -87,7 +87,7 @@ def materialize(
         with (
             open_source(source) as raw,
             byte_progress(f"{verb} {source.name}", os.fstat(raw.fileno()).st_size, enabled=progress) as advance,
-            atomic_output(destination) as output,
+            placed_output(destination) as output,
         ):
             reader = HashingReader(raw, advance)
 

@@ -1,5 +1,5 @@
 """Plumbing shared by materialize and download: a bounded hand-off between two threads, hashing
-readers, sparse writes and atomic placement.
+readers, sparse writes and atomic placement (through fsutil.replace_atomically).
 
 Two threads instead of one because the expensive steps (lzma/zlib/zstd decompression, sha256, file
 writes) all release the GIL: decompressing in one thread while the other hashes and writes gets close
@@ -14,12 +14,12 @@ import hashlib
 import os
 import queue
 import re
-import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from podman_emu.errors import ImageError
+from podman_emu.fsutil import PendingFile, replace_atomically
 from podman_emu.images.formats import ByteReader
 
 CHUNK_SIZE = 1 << 20
@@ -183,59 +183,19 @@ class SparseWriter:
         os.ftruncate(self._fd, self.offset)
 
 
-def _fsync_dir(directory: Path) -> None:
-    # Makes the rename itself durable; not every platform allows opening a directory, which is fine.
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-class PendingFile:
-    """A temporary file beside its destination, open for writing."""
-
-    def __init__(self, fd: int, path: Path) -> None:
-        self.fd = fd
-        self.path = path
-
-    def sync(self) -> None:
-        """fsync now (so that other processes, such as qemu-img, see the file complete on disk)."""
-        os.fsync(self.fd)
-
-
 @contextlib.contextmanager
-def atomic_output(destination: Path) -> Iterator[PendingFile]:
-    """Yield a temporary file beside ``destination``; when the block completes it is fsynced and
-    renamed over ``destination``. If the block raises, the temporary file is removed and
-    ``destination`` is untouched. The temporary name never ends in ``.json``: podman loads every
-    ``*.json`` in its machine directory."""
+def placed_output(destination: Path) -> Iterator[PendingFile]:
+    """fsutil.replace_atomically for an image: a private (0600) temp file beside ``destination``,
+    renamed over it only when the block completes; failures to start are ImageErrors."""
     directory = destination.parent
     if not directory.is_dir():
         raise ImageError(f"cannot write {destination}: {directory} is not a directory")
-    try:
-        fd, temp_name = tempfile.mkstemp(dir=directory, prefix=f".{destination.name}.", suffix=".partial")
-    except OSError as exc:
-        raise ImageError(f"cannot create a file in {directory}: {exc.strerror or exc}") from None
-    pending = PendingFile(fd, Path(temp_name))
-    try:
+    with contextlib.ExitStack() as stack:
         try:
-            yield pending
-            # Always fsync before the rename, even after sync(): a before-place step (qemu-img
-            # resize) may have written to the file since.
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(pending.path, destination)
-    except BaseException:
-        pending.path.unlink(missing_ok=True)
-        raise
-    _fsync_dir(directory)
+            output = stack.enter_context(replace_atomically(destination, mode=0o600))
+        except OSError as exc:
+            raise ImageError(f"cannot create a file in {directory}: {exc.strerror or exc}") from None
+        yield output
 
 
 def check_digest(actual: str, expected: str | None, *, what: str, subject: str) -> None:

@@ -3,23 +3,26 @@
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
+from podman_emu import proc
 from podman_emu.errors import ImageError
 from podman_emu.images.formats import sniff_disk
 
 GIB = 1 << 30
+# `info` and `resize` only touch metadata (qcow2) or ftruncate (raw): seconds at most, even on a
+# slow disk shared with other work.
+QEMU_IMG_TIMEOUT_S = 120
 
 
 def _run_qemu_img(qemu_img: str, args: list[str], what: str) -> str:
-    try:
-        result = subprocess.run([qemu_img, *args], capture_output=True, text=True, check=False)
-    except OSError as exc:
-        raise ImageError(
-            f"cannot run {qemu_img}: {exc.strerror or exc}",
-            hint="install qemu-img (Debian/Ubuntu: qemu-utils, Fedora: qemu-img, Homebrew: qemu)",
-        ) from None
+    result = proc.run(
+        [qemu_img, *args],
+        timeout=QEMU_IMG_TIMEOUT_S,
+        what=f"qemu-img {args[0]}",
+        error=ImageError,
+        missing_hint="install qemu-img (Debian/Ubuntu: qemu-utils, Fedora: qemu-img, Homebrew: qemu)",
+    )
     if result.returncode != 0:
         message = (result.stderr or result.stdout).strip() or f"exit status {result.returncode}"
         raise ImageError(f"qemu-img could not {what}: {message}")

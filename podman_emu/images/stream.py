@@ -16,13 +16,12 @@ the same build share one file:
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -38,9 +37,9 @@ from podman_emu.images.pipeline import (
     Cancelled,
     Channel,
     ChannelReader,
-    atomic_output,
     check_digest,
     normalize_sha256,
+    placed_output,
     start_thread,
 )
 from podman_emu.images.progress import Advance, byte_progress
@@ -51,6 +50,9 @@ ARCH = "aarch64"
 ARTIFACT = "qemu"
 FORMAT = "qcow2.xz"
 DOWNLOAD_ATTEMPTS = 4
+# Another podman-emu downloading the same image holds its lock; a real download of the ~700 MB
+# image can take many minutes, a hung one must not block every later convert without a word.
+DOWNLOAD_LOCK_WAIT_S = 20 * 60
 _RETRY_PAUSE = 1.0
 _TIMEOUT = httpx.Timeout(30.0, read=60.0)
 _STREAM_NAME = re.compile(r"[a-z0-9][a-z0-9._-]*")
@@ -225,16 +227,9 @@ def _record(directory: Path, disk: StreamDisk, size: int) -> CachedImage:
     )
     data = entry.to_json()
     del data["path"], data["offline_reason"]
-    with atomic_output(_meta_path(directory, disk.sha256)) as output:
-        os.write(output.fd, (json.dumps(data, indent=1) + "\n").encode())
+    with placed_output(_meta_path(directory, disk.sha256)) as output:
+        output.write((json.dumps(data, indent=1) + "\n").encode())
     return entry
-
-
-@contextlib.contextmanager
-def _download_lock(directory: Path, sha256: str) -> Iterator[None]:
-    with open(directory / f"{sha256}.lock", "a+b") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        yield
 
 
 # --------------------------------------------------------------------------------------------------
@@ -407,10 +402,17 @@ def _download(disk: StreamDisk, directory: Path, progress: bool) -> CachedImage:
     )
 
 
-def resolve_stream_image(stream: str, *, stream_url: str | None = None, progress: bool = False) -> CachedImage:
+def resolve_stream_image(
+    stream: str,
+    *,
+    stream_url: str | None = None,
+    progress: bool = False,
+    notice: Callable[[str], None] | None = None,
+) -> CachedImage:
     """The cached, verified aarch64 qcow2.xz of a Fedora CoreOS stream, downloading it when the
     stream has moved on or nothing is cached. When the metadata cannot be fetched (offline, server
-    down) the newest cached image of that stream is returned with ``offline_reason`` set."""
+    down) the newest cached image of that stream is returned with ``offline_reason`` set.
+    ``notice`` hears when another podman-emu is downloading the same image and this one waits."""
     if not _STREAM_NAME.fullmatch(stream):
         raise ImageError(f"invalid stream name {stream!r}")
     url = _stream_url(stream, stream_url)
@@ -426,7 +428,16 @@ def resolve_stream_image(stream: str, *, stream_url: str | None = None, progress
             ) from None
         return replace(cached, offline_reason=f"cannot fetch the {stream} stream metadata: {problem}")
     directory = fsutil.private_dir(images_dir())
-    with _download_lock(directory, disk.sha256):
+    with fsutil.flocked(
+        directory / f"{disk.sha256}.lock",
+        create=True,
+        what=f"the download of {disk.location.rsplit('/', 1)[-1]}",
+        wait_s=DOWNLOAD_LOCK_WAIT_S,
+        error=ImageError,
+        hint="Another podman-emu is downloading the same image and has not finished; let it finish (or end "
+        "it) and run this again: the download resumes where it stopped.",
+        on_wait=notice,
+    ):
         cached_entry = _load_entry(_meta_path(directory, disk.sha256))
         if cached_entry is not None:
             if cached_entry.stream != stream:

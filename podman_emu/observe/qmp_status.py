@@ -172,12 +172,8 @@ async def _accelerator(ask: Any, client: Any, facts: QmpReport) -> None:
 
 
 def ask_qemu(address: str, timeout: float = QMP_TOTAL_TIMEOUT_S) -> QmpReport:
-    """A short QMP session; never raises, never takes longer than twice `timeout` (plus teardown)."""
-    import logging
-
-    # qemu.qmp logs connection failures at WARNING/ERROR; they are reported in `error` instead.
-    logging.getLogger("qemu.qmp").addHandler(logging.NullHandler())
-    logging.getLogger("qemu.qmp").propagate = False
+    """A short QMP session; never raises, never takes longer than twice `timeout` (plus teardown).
+    qemu.qmp also logs the failures reported here in `error`; the CLI silences its logger."""
     path = socket_path(address)
     if not os.path.exists(path):
         return QmpReport(error=f"no QMP socket at {path} (qemu is not running)")

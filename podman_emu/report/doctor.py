@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-from podman_emu import paths
+from podman_emu import paths, proc
 from podman_emu.conversion.leftovers import find_leftovers
-from podman_emu.errors import PodmanEmuError
+from podman_emu.errors import HostNotReady, PodmanEmuError
 from podman_emu.fsutil import stale_temp_files
 from podman_emu.host.capabilities import QemuCapabilities
 from podman_emu.host.cpu_profile import choose_profile
@@ -21,6 +20,7 @@ from podman_emu.podman.machines import load_machine
 from podman_emu.report.inventory import inspect_machine
 
 Level = Literal["ok", "warn", "fail", "info"]
+PODMAN_TIMEOUT_S = 10
 
 
 @dataclass(frozen=True)
@@ -79,8 +79,8 @@ def _podman_check() -> Check:
     if podman is None:
         return Check("podman", "info", "podman is not on PATH (only needed to run the machines)")
     try:
-        output = subprocess.run([podman, "--version"], capture_output=True, text=True, timeout=10, check=False).stdout
-    except (OSError, subprocess.TimeoutExpired):
+        output = proc.run([podman, "--version"], timeout=PODMAN_TIMEOUT_S, what="asking podman its version").stdout
+    except HostNotReady:
         return Check("podman", "warn", f"{podman} --version did not answer")
     version = output.strip().rsplit(" ", 1)[-1]
     if version.startswith(("3.", "4.")):
