@@ -1,11 +1,11 @@
-"""Decompress + checksum throughput: podman-emu's materialize_disk against `xz -dc | sha256sum`.
+"""Decompress + checksum throughput: podman-emu's materialize against `xz -dc | sha256sum`.
 
 Builds a few-hundred-MB qcow2 with real-ish content (executables, libraries and text from /usr,
 some random data, zero regions that qcow2 leaves unallocated), compresses it with xz, then times in
 the same run, interleaved, three times each:
 
   pipe              xz -dc IMAGE | sha256sum                       (two processes)
-  materialize       materialize_disk(IMAGE, DEST)                  (sha256 of the .xz + decompress + write)
+  materialize       materialize(IMAGE, DEST)                       (sha256 of the .xz + decompress + write)
   materialize+hash  materialize(IMAGE, DEST, hash_output=True)     (also sha256 of the decompressed disk,
                                                                     as a stream download's check needs)
 

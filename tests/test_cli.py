@@ -237,7 +237,7 @@ def test_list_revalidates_only_changed_configs(podman_home: PodmanHome) -> None:
     config = podman_home.install("podman-4.9-linux-amd64.json", "m")
     probe = (
         "import sys; from podman_emu.report.inventory import list_machines; rows = list_machines(); "
-        "print(rows[0].get('error', 'ok'), 'pydantic' in sys.modules)"
+        "print(getattr(rows.rows[0], 'error', 'ok'), 'pydantic' in sys.modules)"
     )
     env = podman_home.env()
     first = subprocess.run(

@@ -13,7 +13,7 @@ import pytest
 from test_images_support import AARCH64_PE, X86_64_PE, compress, make_disk, sha256_file, to_qcow2
 
 from podman_emu.errors import ImageError
-from podman_emu.images.install import install_disk
+from podman_emu.images.install import DiskInstall, DiskSource, install_disk
 
 GIB = 1 << 30
 QEMU_IMG = shutil.which("qemu-img") or "qemu-img"
@@ -43,7 +43,7 @@ def test_aarch64_image_is_decompressed_checked_and_resized(disks: dict[str, Path
     destination = machine_dir(tmp_path) / "emu_aarch64.qcow2"
     source = disks["aarch64.xz"]
     installed = install_disk(
-        source, destination, size_gib=100, qemu_img=QEMU_IMG, expected_sha256=sha256_file(source)
+        DiskInstall(DiskSource(source, sha256=sha256_file(source)), size_gib=100, qemu_img=QEMU_IMG), destination
     )
     assert installed.arch.arch == "aarch64"
     assert installed.virtual_size == 100 * GIB
@@ -58,21 +58,21 @@ def test_x86_64_image_is_refused_and_nothing_is_placed(
 ) -> None:
     directory = machine_dir(tmp_path)
     with pytest.raises(ImageError, match="is an x86_64 disk") as caught:
-        install_disk(disks[source_name], directory / "d.qcow2", size_gib=10, qemu_img=QEMU_IMG)
+        install_disk(DiskInstall(DiskSource(disks[source_name]), 10, QEMU_IMG), directory / "d.qcow2")
     assert caught.value.hint is not None and "--force" in caught.value.hint
     assert list(directory.iterdir()) == []
 
 
 def test_force_installs_an_x86_64_image(disks: dict[str, Path], tmp_path: Path) -> None:
     destination = machine_dir(tmp_path) / "d.qcow2"
-    installed = install_disk(disks["x86_64.xz"], destination, size_gib=None, qemu_img=QEMU_IMG, force=True)
+    installed = install_disk(DiskInstall(DiskSource(disks["x86_64.xz"]), None, QEMU_IMG, force=True), destination)
     assert installed.arch.arch == "x86_64" and installed.virtual_size is None
     assert destination.exists()
 
 
 def test_undecidable_disk_is_installed_with_its_reason(disks: dict[str, Path], tmp_path: Path) -> None:
     destination = machine_dir(tmp_path) / "d.qcow2"
-    installed = install_disk(disks["no-esp.qcow2"], destination, size_gib=1, qemu_img=QEMU_IMG)
+    installed = install_disk(DiskInstall(DiskSource(disks["no-esp.qcow2"]), 1, QEMU_IMG), destination)
     assert installed.arch.arch is None and "no EFI system partition" in installed.arch.reason
     assert installed.disk_sha256 == sha256_file(disks["no-esp.qcow2"])  # uncompressed: same bytes
 
@@ -80,5 +80,6 @@ def test_undecidable_disk_is_installed_with_its_reason(disks: dict[str, Path], t
 def test_failed_resize_places_nothing(disks: dict[str, Path], tmp_path: Path) -> None:
     directory = machine_dir(tmp_path)
     with pytest.raises(ImageError, match="cannot run"):
-        install_disk(disks["aarch64.xz"], directory / "d.qcow2", size_gib=10, qemu_img=str(tmp_path / "missing"))
+        disk = DiskInstall(DiskSource(disks["aarch64.xz"]), 10, str(tmp_path / "missing"))
+        install_disk(disk, directory / "d.qcow2")
     assert list(directory.iterdir()) == []

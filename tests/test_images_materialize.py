@@ -1,4 +1,4 @@
-"""materialize_disk: streaming decompression + checksum into place, and nothing left on failure."""
+"""materialize: streaming decompression + checksum into place, and nothing left on failure."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from test_images_support import MIB, compress, run, sha256_file
 
 from podman_emu.errors import ImageError
 from podman_emu.images.formats import DiskFormat
-from podman_emu.images.materialize import materialize, materialize_disk
+from podman_emu.images.materialize import materialize
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +47,7 @@ def test_materialize_writes_the_decompressed_disk_and_returns_the_source_sha(
     destination_dir = tmp_path / "data"
     destination_dir.mkdir()
     destination = destination_dir / "machine-arm64.qcow2"
-    digest = materialize_disk(source, destination, expected_sha256=sha256_file(source).upper())
+    digest = materialize(source, destination, expected_sha256=sha256_file(source).upper()).source_sha256
     assert digest == sha256_file(source)
     assert destination.read_bytes() == qcow2.read_bytes()
     assert leftovers(destination_dir) == ["machine-arm64.qcow2"]
@@ -60,7 +60,7 @@ def test_uncompressed_checksum_is_checked_in_the_same_pass(qcow2: Path, tmp_path
     assert result.format == DiskFormat("qcow2", "xz")
     assert result.disk_size == qcow2.stat().st_size
     with pytest.raises(ImageError, match="uncompressed sha256 mismatch"):
-        materialize_disk(source, tmp_path / "bad.qcow2", expected_uncompressed_sha256="0" * 64)
+        materialize(source, tmp_path / "bad.qcow2", expected_uncompressed_sha256="0" * 64)
     assert not (tmp_path / "bad.qcow2").exists()
 
 
@@ -71,7 +71,7 @@ def test_wrong_sha256_leaves_nothing_and_keeps_an_existing_destination(qcow2: Pa
     destination = data / "disk.qcow2"
     destination.write_bytes(b"previous disk")
     with pytest.raises(ImageError, match="sha256 mismatch") as caught:
-        materialize_disk(source, destination, expected_sha256="ab" * 32)
+        materialize(source, destination, expected_sha256="ab" * 32)
     assert caught.value.hint
     assert destination.read_bytes() == b"previous disk"
     assert leftovers(data) == ["disk.qcow2"]
@@ -94,26 +94,26 @@ def test_corrupt_or_truncated_input_leaves_nothing_behind(
     out = tmp_path / "out"
     out.mkdir()
     with pytest.raises(ImageError, match="corrupt or truncated"):
-        materialize_disk(source, out / "disk.qcow2")
+        materialize(source, out / "disk.qcow2")
     assert leftovers(out) == []
 
 
 def test_invalid_expected_checksum_is_refused_before_copying(qcow2: Path, tmp_path: Path) -> None:
     with pytest.raises(ImageError, match="64 hexadecimal digits"):
-        materialize_disk(qcow2, tmp_path / "x.qcow2", expected_sha256="not-a-sha")
+        materialize(qcow2, tmp_path / "x.qcow2", expected_sha256="not-a-sha")
     assert not (tmp_path / "x.qcow2").exists()
 
 
 def test_missing_destination_directory_is_an_image_error(qcow2: Path, tmp_path: Path) -> None:
     with pytest.raises(ImageError, match="not a directory"):
-        materialize_disk(qcow2, tmp_path / "absent" / "x.qcow2")
+        materialize(qcow2, tmp_path / "absent" / "x.qcow2")
 
 
 def test_concatenated_xz_streams_are_all_read(qcow2: Path, tmp_path: Path) -> None:
     content = qcow2.read_bytes()
     source = tmp_path / "multi.xz"
     source.write_bytes(lzma.compress(content[: 5 * MIB]) + lzma.compress(content[5 * MIB :]))
-    materialize_disk(source, tmp_path / "out.qcow2")
+    materialize(source, tmp_path / "out.qcow2")
     assert (tmp_path / "out.qcow2").read_bytes() == content
 
 
@@ -126,7 +126,7 @@ def test_zero_runs_become_holes(tmp_path: Path) -> None:
         handle.write(b"end marker")
     source = compress(raw, "zst", tmp_path / "disk.zst")
     out = tmp_path / "out.raw"
-    materialize_disk(source, out)
+    materialize(source, out)
     assert out.stat().st_size == raw.stat().st_size
     assert sha256_file(out) == sha256_file(raw)
     assert out.stat().st_blocks * 512 < 4 * MIB  # sparse: the zeros were not written
@@ -135,7 +135,7 @@ def test_zero_runs_become_holes(tmp_path: Path) -> None:
 def test_progress_is_silent_when_stderr_is_not_a_terminal(
     qcow2: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    materialize_disk(compress(qcow2, "gz", tmp_path / "d.gz"), tmp_path / "o.qcow2", progress=True)
+    materialize(compress(qcow2, "gz", tmp_path / "d.gz"), tmp_path / "o.qcow2", progress=True)
     captured = capfd.readouterr()
     assert captured.err == "" and captured.out == ""
 
@@ -143,7 +143,7 @@ def test_progress_is_silent_when_stderr_is_not_a_terminal(
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="peak RSS is read from Linux /proc")
 def test_memory_stays_bounded_on_a_highly_compressible_stream(tmp_path: Path) -> None:
     """1 GiB of zeros behind a small xz (a decompression bomb in miniature): the peak RSS of a child
-    process running materialize_disk must stay far below the output size. The peak is VmHWM from
+    process running materialize must stay far below the output size. The peak is VmHWM from
     /proc, which belongs to the child's own address space; ru_maxrss would carry over the pytest
     parent's peak across fork and exec."""
     source = tmp_path / "zeros.xz"
@@ -155,8 +155,8 @@ def test_memory_stays_bounded_on_a_highly_compressible_stream(tmp_path: Path) ->
     child = textwrap.dedent(
         f"""
         from pathlib import Path
-        from podman_emu.images.materialize import materialize_disk
-        materialize_disk(Path({str(source)!r}), Path({str(tmp_path / "out.raw")!r}))
+        from podman_emu.images.materialize import materialize
+        materialize(Path({str(source)!r}), Path({str(tmp_path / "out.raw")!r}))
         status = Path("/proc/self/status").read_text()
         print(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:")))
         """

@@ -15,7 +15,7 @@ from test_images_support import MIB, Behaviour, serve, unused_port_url
 from podman_emu.errors import ImageError
 from podman_emu.images import stream as stream_module
 from podman_emu.images.formats import sniff_disk
-from podman_emu.images.materialize import materialize_disk
+from podman_emu.images.materialize import materialize
 from podman_emu.images.stream import list_cached_images, resolve_stream_image
 
 IMAGE_PATH = "/prod/streams/stable/builds/40.1/aarch64/fedora-coreos-40.1-qemu.aarch64.qcow2.xz"
@@ -88,7 +88,7 @@ def test_download_verify_cache_and_reuse(image: tuple[bytes, bytes], isolated_ca
     assert [entry.sha256 for entry in list_cached_images()] == [sha]
     # What convert does with it next.
     out = tmp_path / "disk"
-    materialize_disk(first.path, out, expected_sha256=first.sha256)
+    materialize(first.path, out, expected_sha256=first.sha256)
     assert out.read_bytes() == qcow2 and sniff_disk(out).container == "qcow2"
 
 

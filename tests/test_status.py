@@ -148,7 +148,7 @@ def test_status_reports_the_cpu_model_qemu_runs(
 ) -> None:
     convert(podman_home, "podman-4.9-linux-amd64.json", blank_aarch64_disk, "--cpu", cpu)
     launch("emu", "-S")
-    facts = machine_status("emu")["qemu"]
+    facts = machine_status("emu").to_json()["qemu"]
     assert (facts["cpu"], facts["pauth"]) == (model, pauth)
     assert facts["tcg_threads"] is None or facts["vcpus"] > 1
 
@@ -256,7 +256,7 @@ def test_a_boot_watched_stage_by_stage(podman_home: PodmanHome, guest_disk: Path
     deadline = time.monotonic() + 240
     ready_line = b""
     while time.monotonic() < deadline and machine.process.poll() is None:
-        stage = machine_status("emu")["console"]["boot"]
+        stage = machine_status("emu").to_json()["console"]["boot"]
         if stage and stage["stage"] and (not seen or seen[-1] != stage["stage"]):
             seen.append(stage["stage"])
         if seen and seen[-1] == "init" and not ready_line:
@@ -274,7 +274,7 @@ def test_a_boot_watched_stage_by_stage(podman_home: PodmanHome, guest_disk: Path
     assert seen == sorted(seen, key=order.index), seen
     assert seen[0] in ("firmware", "bootloader"), seen  # the firmware alone takes seconds under TCG
 
-    running = machine_status("emu")
+    running = machine_status("emu").to_json()
     assert running["qemu"]["run_state"] == "running"
     boot = running["console"]["boot"]
     assert boot["boot_start_seen"] and "READY-SENT" in boot["line"]

@@ -1,4 +1,5 @@
-"""`podman-emu convert`: load -> probe the host -> plan -> (dry run | stage + apply)."""
+"""`podman-emu convert`: load -> choose the host's qemu and firmware -> inspect the disk source -> plan ->
+(dry run | stage + apply)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from podman_emu import paths
 from podman_emu.conversion import journal as journals
@@ -13,16 +15,16 @@ from podman_emu.conversion.apply import apply_conversion, effective_journal, rep
 from podman_emu.conversion.artifacts import console_log_path
 from podman_emu.conversion.journal import Journal
 from podman_emu.conversion.plan import Plan, PlanInputs, plan_conversion
-from podman_emu.conversion.staging import DiskStaging, refuse_existing_destinations, stage_files
+from podman_emu.conversion.staging import refuse_existing_destinations, stage_files
 from podman_emu.errors import ConversionStateError, UsageError
 from podman_emu.fsutil import private_dir
-from podman_emu.host.capabilities import Firmware
+from podman_emu.host.capabilities import Firmware, QemuCapabilities
 from podman_emu.host.cpu_profile import TcgProfile, choose_profile
 from podman_emu.host.firmware import find_firmware
 from podman_emu.host.qemu import find_qemu, find_qemu_img, probe_qemu
 from podman_emu.images.arch import ArchVerdict, detect_disk_arch
 from podman_emu.images.formats import DiskFormat, sniff_disk
-from podman_emu.images.install import check_arch
+from podman_emu.images.install import DiskInstall, DiskSource, check_arch
 from podman_emu.images.stream import resolve_stream_image
 from podman_emu.podman.machines import LoadedMachine, load_machine
 from podman_emu.podman.running import refuse_if_busy
@@ -59,6 +61,43 @@ class ConvertOutcome:
     def applied(self) -> bool:
         return self.journal is not None
 
+    def to_json(self) -> dict[str, Any]:
+        plan = self.plan
+        return {
+            **plan.to_json(applied=self.applied),
+            "files": [
+                {"role": action.role, "path": action.destination, "source": action.source, "detail": action.detail}
+                for action in plan.files
+            ],
+            "argv_before": plan.argv_before,
+            "argv_after": plan.argv_after,
+            "cpu": self.profile.cpu,
+            "firmware": self.firmware.code,
+            "disk_format": self.disk_format.describe(),
+            "arch_check": {"arch": self.arch.arch, "reason": self.arch.reason},
+            "warnings": list(self.warnings),
+        }
+
+
+@dataclass(frozen=True)
+class HostChoice:
+    """The host's side of a conversion: which qemu, what it can do, the CPU profile and firmware."""
+
+    qemu: Path
+    capabilities: QemuCapabilities
+    profile: TcgProfile
+    firmware: Firmware
+    qemu_img: Path
+
+
+@dataclass(frozen=True)
+class InspectedSource:
+    """The disk source and what could be told about it before copying."""
+
+    source: DiskSource
+    format: DiskFormat
+    arch: ArchVerdict  # for a compressed image: decided once decompressed, while staging
+
 
 def _refuse_converted(machine: LoadedMachine) -> None:
     journal = effective_journal(machine, journals.load_journal(machine.config_path))
@@ -73,14 +112,6 @@ def _refuse_converted(machine: LoadedMachine) -> None:
         f"machine {machine.name!r} is already converted (since {journal.timestamp})",
         hint=f"`podman-emu revert {machine.name}` first to convert it again with other options.",
     )
-
-
-@dataclass(frozen=True)
-class DiskSource:
-    path: Path
-    sha256: str | None = None  # of the file as given (compressed or not)
-    uncompressed_sha256: str | None = None
-    description: str = ""
 
 
 def _resolve_image(request: ConvertRequest, warn: Callable[[str], None]) -> DiskSource:
@@ -139,40 +170,39 @@ def _refuse_foreign_owner(machine: LoadedMachine) -> None:
         )
 
 
-def convert_machine(request: ConvertRequest, warn: Callable[[str], None]) -> ConvertOutcome:
+def _load_convertible(request: ConvertRequest) -> LoadedMachine:
     machine = load_machine(request.name)
     _refuse_foreign_owner(machine)
     # A running machine is refused first: whatever else is true, nothing can change while it runs.
     refuse_if_busy(machine.name, machine.config, "convert")
     if not request.dry_run:
-        repair_interrupted(machine)
+        repair_interrupted(machine)  # the only write before the plan: settles a crashed run
     _refuse_converted(machine)
+    return machine
 
+
+def _choose_host(request: ConvertRequest, machine: LoadedMachine) -> HostChoice:
     qemu = find_qemu(request.qemu, machine.config.CmdLine[0])
     capabilities = probe_qemu(qemu)
-    profile = choose_profile(capabilities, request.cpu)
-    firmware = find_firmware(qemu, code_override=request.firmware, vars_override=request.vars_template)
-    qemu_img = find_qemu_img(qemu)
-
-    source = _resolve_image(request, warn)
-    image_path = source.path
-    disk_format = sniff_disk(image_path)
-    verdict = _check_arch_early(image_path, disk_format, request.force)
-    if disk_format.compression is None:
-        _warn_about_arch(verdict, image_path, warn)
-
-    inputs = PlanInputs(
-        qemu_binary=str(qemu),
-        profile=profile,
-        firmware=firmware,
-        disk_source=str(image_path),
-        disk_container=disk_format.container,
-        console_log=str(console_log_path(machine.config_path)),
+    return HostChoice(
+        qemu=qemu,
+        capabilities=capabilities,
+        profile=choose_profile(capabilities, request.cpu),
+        firmware=find_firmware(qemu, code_override=request.firmware, vars_override=request.vars_template),
+        qemu_img=find_qemu_img(qemu),
     )
-    plan = plan_conversion(machine.document.content, inputs)
-    outcome = ConvertOutcome(plan, machine, profile, firmware, disk_format, verdict, [])
-    if request.dry_run:
-        return outcome
+
+
+def _inspect_disk_source(request: ConvertRequest, warn: Callable[[str], None]) -> InspectedSource:
+    source = _resolve_image(request, warn)
+    disk_format = sniff_disk(source.path)
+    verdict = _check_arch_early(source.path, disk_format, request.force)
+    if disk_format.compression is None:
+        _warn_about_arch(verdict, source.path, warn)
+    return InspectedSource(source, disk_format, verdict)
+
+
+def _refuse_existing_or_overtaken(plan: Plan, machine: LoadedMachine) -> None:
     try:
         refuse_existing_destinations(plan)
     except ConversionStateError:
@@ -185,32 +215,69 @@ def convert_machine(request: ConvertRequest, warn: Callable[[str], None]) -> Con
                 "shows the result.",
             ) from None
         raise
-    staging = DiskStaging(
-        machine.config.DiskSize,
-        str(qemu_img),
-        request.progress,
-        source.sha256,
-        source.uncompressed_sha256,
+
+
+def _stage_and_apply(
+    outcome: ConvertOutcome,
+    request: ConvertRequest,
+    host: HostChoice,
+    inspected: InspectedSource,
+    warn: Callable[[str], None],
+) -> ConvertOutcome:
+    machine, plan = outcome.machine, outcome.plan
+    _refuse_existing_or_overtaken(plan, machine)
+    disk = DiskInstall(
+        source=inspected.source,
+        size_gib=machine.config.DiskSize,
+        qemu_img=str(host.qemu_img),
         force=request.force,
+        progress=request.progress,
     )
-    staged = stage_files(plan, staging)
-    if disk_format.compression is not None:
+    staged = stage_files(plan, disk)
+    if inspected.format.compression is not None:
         disk_arch = next(item.arch for item in staged if item.action.role == "disk")
         assert disk_arch is not None
         outcome.arch = disk_arch
-        _warn_about_arch(disk_arch, image_path, warn)
+        _warn_about_arch(disk_arch, inspected.source.path, warn)
     private_dir(paths.state_dir())
     outcome.journal = apply_conversion(
         machine,
         plan,
         staged,
         {
-            "qemu": str(qemu),
-            "qemu_version": capabilities.version_string,
-            "cpu": profile.cpu,
-            "firmware": firmware.code,
-            "image_source": source.description,
-            "image_format": disk_format.describe(),
+            "qemu": str(host.qemu),
+            "qemu_version": host.capabilities.version_string,
+            "cpu": host.profile.cpu,
+            "firmware": host.firmware.code,
+            "image_source": inspected.source.description,
+            "image_format": inspected.format.describe(),
         },
     )
     return outcome
+
+
+def convert_machine(request: ConvertRequest, warn: Callable[[str], None]) -> ConvertOutcome:
+    """Convert machine `request.name`, or only plan it with `dry_run`. `warn` hears each warning
+    as it comes (the outcome keeps them too)."""
+    warnings: list[str] = []
+
+    def keep(message: str) -> None:
+        warnings.append(message)
+        warn(message)
+
+    machine = _load_convertible(request)
+    host = _choose_host(request, machine)
+    inspected = _inspect_disk_source(request, keep)
+    inputs = PlanInputs(
+        qemu_binary=str(host.qemu),
+        profile=host.profile,
+        firmware=host.firmware,
+        disk_source=str(inspected.source.path),
+        disk_container=inspected.format.container,
+        console_log=str(console_log_path(machine.config_path)),
+    )
+    plan = plan_conversion(machine.document.content, inputs)
+    outcome = ConvertOutcome(plan, machine, host.profile, host.firmware, inspected.format, inspected.arch, warnings)
+    if request.dry_run:
+        return outcome
+    return _stage_and_apply(outcome, request, host, inspected, keep)

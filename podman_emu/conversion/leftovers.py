@@ -11,8 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from podman_emu.conversion import journal as journals
-from podman_emu.conversion.artifacts import console_log_names
+from podman_emu.conversion.artifacts import console_log_names, journal_dir
 from podman_emu.errors import ConversionStateError
+from podman_emu.fsutil import flocked
 
 
 @dataclass(frozen=True)
@@ -48,15 +49,25 @@ def find_leftovers() -> list[Leftover]:
     return leftovers
 
 
+def _leftover_named(name: str) -> Leftover | None:
+    return next((leftover for leftover in find_leftovers() if leftover.machine == name), None)
+
+
 def cleanup_leftovers(name: str, *, dry_run: bool) -> Leftover:
-    for leftover in find_leftovers():
-        if leftover.machine == name:
-            if not dry_run:
+    """Remove what machine `name` left, under the journal-dir lock every other podman-emu writer
+    takes, so a convert of a new machine of that name cannot interleave with the removal."""
+    leftover = _leftover_named(name)
+    if leftover is not None and not dry_run:
+        with flocked(journal_dir(), what="podman-emu's journal"):
+            leftover = _leftover_named(name)  # as it is now that nothing else can change it
+            if leftover is not None:
                 for file in leftover.files:
                     Path(file).unlink(missing_ok=True)
                 Path(leftover.journal).unlink(missing_ok=True)
-            return leftover
-    raise ConversionStateError(
-        f"nothing left behind by a removed machine named {name!r}",
-        hint="`podman-emu doctor` lists leftovers; a machine that still exists is reverted with `podman-emu revert`.",
-    )
+    if leftover is None:
+        raise ConversionStateError(
+            f"nothing left behind by a removed machine named {name!r}",
+            hint="`podman-emu doctor` lists leftovers; a machine that still exists is reverted with "
+            "`podman-emu revert`.",
+        )
+    return leftover

@@ -69,6 +69,10 @@ class Plan:
         ]
         return guards + operations
 
+    def to_json(self, *, applied: bool) -> JsonObject:
+        """The part of convert's and revert's --json output that the plan decides."""
+        return {"schema": 1, "machine": self.machine, "applied": applied, "patch": self.patch, "notes": self.notes}
+
     @property
     def argv_before(self) -> list[str]:
         return list(self.before["CmdLine"])

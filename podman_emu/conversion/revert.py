@@ -4,6 +4,7 @@ podman changed since (cpus, memory, LastUp stay)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from podman_emu.conversion import journal as journals
 from podman_emu.conversion.apply import apply_revert, effective_journal, repair_interrupted
@@ -22,6 +23,14 @@ class RevertOutcome:
     removed: list[str] = field(default_factory=list)
     kept: list[str] = field(default_factory=list)
     applied: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            **self.plan.to_json(applied=self.applied),
+            "byte_identical_to_original": self.byte_identical,
+            "removed": self.removed if self.applied else self.plan.removals,
+            "kept": self.kept,
+        }
 
 
 def revert_machine(name: str, *, delete_disk: bool, dry_run: bool) -> RevertOutcome:

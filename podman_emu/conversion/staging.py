@@ -15,7 +15,7 @@ from podman_emu.errors import ConversionStateError, StagingFailed
 from podman_emu.fsutil import remove_quietly, temp_name
 from podman_emu.host.capabilities import PFLASH_SIZE
 from podman_emu.images.arch import ArchVerdict
-from podman_emu.images.install import install_disk
+from podman_emu.images.install import DiskInstall, install_disk
 
 
 @dataclass
@@ -24,18 +24,6 @@ class StagedFile:
     staged: Path | None  # None: nothing to stage (qemu creates the console log itself)
     sha256: str | None = None
     arch: ArchVerdict | None = None  # for the disk: what the arch check saw in the finished image
-
-
-@dataclass(frozen=True)
-class DiskStaging:
-    """How the aarch64 disk is put in place: grown to the machine's DiskSize, as podman does."""
-
-    size_gib: int
-    qemu_img: str
-    progress: bool = False
-    expected_sha256: str | None = None
-    expected_uncompressed_sha256: str | None = None
-    force: bool = False  # use a disk the arch check calls x86_64
 
 
 def _stage_vars(action: FileAction) -> StagedFile:
@@ -50,20 +38,9 @@ def _stage_vars(action: FileAction) -> StagedFile:
     return StagedFile(action, staged)
 
 
-def _stage_disk(action: FileAction, disk: DiskStaging) -> StagedFile:
-    assert action.source is not None
+def _stage_disk(action: FileAction, disk: DiskInstall) -> StagedFile:
     staged = temp_name(Path(action.destination))
-    # Verified, arch-checked and resized before it is renamed to the staged name.
-    installed = install_disk(
-        Path(action.source),
-        staged,
-        size_gib=disk.size_gib,
-        qemu_img=disk.qemu_img,
-        expected_sha256=disk.expected_sha256,
-        expected_uncompressed_sha256=disk.expected_uncompressed_sha256,
-        force=disk.force,
-        progress=disk.progress,
-    )
+    installed = install_disk(disk, staged)
     # Readable like the native disk podman made (0644), not private like a download.
     os.chmod(staged, 0o644)
     return StagedFile(action, staged, installed.source_sha256, installed.arch)
@@ -85,7 +62,7 @@ def refuse_existing_destinations(plan: Plan) -> None:
             )
 
 
-def stage_files(plan: Plan, disk: DiskStaging) -> list[StagedFile]:
+def stage_files(plan: Plan, disk: DiskInstall) -> list[StagedFile]:
     staged: list[StagedFile] = []
     try:
         for action in plan.files:

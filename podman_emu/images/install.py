@@ -13,6 +13,27 @@ from podman_emu.images.resize import resize_disk, virtual_size
 
 
 @dataclass(frozen=True)
+class DiskSource:
+    """The image a conversion starts from, as the user named it (or the stream cache holds it)."""
+
+    path: Path
+    sha256: str | None = None  # of the file as given (compressed or not)
+    uncompressed_sha256: str | None = None
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class DiskInstall:
+    """Everything install_disk needs, decided once by convert and passed through unchanged."""
+
+    source: DiskSource
+    size_gib: int | None  # the machine's DiskSize: the disk is grown to it, as podman does
+    qemu_img: str
+    force: bool = False  # use a disk the arch check calls x86_64
+    progress: bool = False
+
+
+@dataclass(frozen=True)
 class InstalledDisk:
     path: Path
     format: DiskFormat
@@ -31,21 +52,12 @@ def check_arch(verdict: ArchVerdict, subject: str, *, force: bool) -> None:
         )
 
 
-def install_disk(
-    source: Path,
-    destination: Path,
-    *,
-    size_gib: int | None,
-    qemu_img: str,
-    expected_sha256: str | None = None,
-    expected_uncompressed_sha256: str | None = None,
-    force: bool = False,
-    progress: bool = False,
-) -> InstalledDisk:
-    """Materialize ``source`` at ``destination``, check its arch and grow it to ``size_gib``, all on
-    the temporary file before it is renamed into place: a corrupt, wrong-arch or unresizable image
-    never appears at ``destination``. An uncompressed source is checked before copying, so a wrong
-    disk is refused without writing gigabytes first."""
+def install_disk(install: DiskInstall, destination: Path) -> InstalledDisk:
+    """Materialize the source at ``destination``, check its arch and grow it to ``size_gib``, all
+    on the temporary file before it is renamed into place: a corrupt, wrong-arch or unresizable
+    image never appears at ``destination``. An uncompressed source is checked before copying, so a
+    wrong disk is refused without writing gigabytes first."""
+    source, force, size_gib = install.source.path, install.force, install.size_gib
     if sniff_disk(source).compression is None:
         check_arch(detect_disk_arch(source), str(source), force=force)
     verdict: ArchVerdict | None = None
@@ -56,16 +68,16 @@ def install_disk(
         verdict = detect_disk_arch(temporary)
         check_arch(verdict, str(source), force=force)
         if size_gib is not None:
-            resize_disk(temporary, size_gib, qemu_img=qemu_img)
-            size = virtual_size(temporary, qemu_img=qemu_img)
+            resize_disk(temporary, size_gib, qemu_img=install.qemu_img)
+            size = virtual_size(temporary, qemu_img=install.qemu_img)
 
     result = materialize(
         source,
         destination,
-        expected_sha256=expected_sha256,
-        expected_uncompressed_sha256=expected_uncompressed_sha256,
+        expected_sha256=install.source.sha256,
+        expected_uncompressed_sha256=install.source.uncompressed_sha256,
         hash_output=True,  # in the writer thread, alongside decompression: costs no wall-clock time
-        progress=progress,
+        progress=install.progress,
         before_place=before_place,
     )
     # before_place always runs before materialize returns; hash_output=True always gives a digest.

@@ -40,27 +40,6 @@ class Materialized:
     disk_size: int
 
 
-def materialize_disk(
-    source: Path,
-    destination: Path,
-    *,
-    expected_sha256: str | None = None,
-    expected_uncompressed_sha256: str | None = None,
-    progress: bool = False,
-) -> str:
-    """Stream ``source`` (decompressed if needed) into ``destination`` and return the sha256 of the
-    source bytes as read. ``destination`` appears only when the copy is complete and every given
-    checksum matches; on any failure nothing is left there (an existing file is replaced only on
-    success)."""
-    return materialize(
-        source,
-        destination,
-        expected_sha256=expected_sha256,
-        expected_uncompressed_sha256=expected_uncompressed_sha256,
-        progress=progress,
-    ).source_sha256
-
-
 def materialize(
     source: Path,
     destination: Path,
@@ -71,10 +50,13 @@ def materialize(
     progress: bool = False,
     before_place: Callable[[Path], None] | None = None,
 ) -> Materialized:
-    """materialize_disk with the details: the format, and the sha256 of the written disk when
-    ``hash_output`` or ``expected_uncompressed_sha256`` asks for it. ``before_place`` is called with
-    the complete, verified temporary file before it is renamed into place; if it raises, nothing is
-    placed (install_disk checks the arch and resizes there)."""
+    """Stream ``source`` (decompressed if needed) into ``destination``. ``destination`` appears
+    only when the copy is complete and every given checksum matches; on any failure nothing is left
+    there (an existing file is replaced only on success). Returns the format, the sha256 of the
+    source bytes as read, and the sha256 of the written disk when ``hash_output`` or
+    ``expected_uncompressed_sha256`` asks for it. ``before_place`` is called with the complete,
+    verified temporary file before it is renamed into place; if it raises, nothing is placed
+    (install_disk checks the arch and resizes there)."""
     expected = normalize_sha256(expected_sha256)
     expected_disk = normalize_sha256(expected_uncompressed_sha256, what="uncompressed sha256")
     disk_format = sniff_disk(source)

@@ -86,7 +86,7 @@ class BootProgress:
     def line(self) -> str | None:
         return self.reached[-1].line if self.reached else None
 
-    def as_dict(self) -> dict[str, object]:
+    def to_json(self) -> dict[str, object]:
         return {
             "stage": self.stage,
             "description": STAGE_DESCRIPTIONS.get(self.stage or ""),

@@ -16,7 +16,7 @@ import contextlib
 import os
 import platform
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +25,10 @@ from qemu.qmp import ExecuteError, QMPClient
 from podman_emu.conversion import journal as journals
 from podman_emu.conversion.artifacts import configured_console_log, console_log_path, is_emulated
 from podman_emu.conversion.journal import emulation_status
-from podman_emu.observe.boot_stage import STAGE_DESCRIPTIONS, last_boot
+from podman_emu.observe.boot_stage import BootProgress, last_boot
 from podman_emu.observe.console_log import log_files, rotate_if_large
-from podman_emu.podman.machines import load_machine
-from podman_emu.podman.running import RunState, live_pid, run_state
+from podman_emu.podman.machines import ConfiguredQemu, load_machine
+from podman_emu.podman.running import RunCheck, RunState, live_pid, run_state
 from podman_emu.qemu.argv import first_value
 
 QMP_STEP_TIMEOUT_S = 2.0  # connect + greeting, and each command
@@ -53,8 +53,8 @@ class QmpReport:
     memory_mib: int | None = None
     notes: list[str] = field(default_factory=list)
 
-    def as_dict(self) -> dict[str, Any]:
-        return {key: value for key, value in self.__dict__.items()}
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 def socket_path(address: str) -> str:
@@ -236,131 +236,98 @@ def process_uptime(pid: int, pid_file: str | None) -> float | None:
     return None
 
 
-def console_report(log: Path | None) -> dict[str, Any]:
+@dataclass(frozen=True)
+class ConsoleReport:
+    """The machine's console log as status sees it: which files, how much, how fresh, how far."""
+
+    log: Path | None  # None: podman-emu does not log this machine's console
+    files: list[Path] = field(default_factory=list)  # those that exist, oldest first
+    size_bytes: int = 0
+    last_output_age_s: float | None = None
+    boot: BootProgress | None = None
+
+    @property
+    def exists(self) -> bool:
+        return bool(self.files)
+
+    def to_json(self) -> dict[str, Any]:
+        if self.log is None:
+            return {"log": None, "exists": False, "boot": None}
+        report: dict[str, Any] = {"log": str(self.log), "exists": self.exists, "files": [str(f) for f in self.files]}
+        if self.exists:
+            report["size_bytes"] = self.size_bytes
+            report["last_output_age_s"] = self.last_output_age_s
+        report["boot"] = self.boot.to_json() if self.boot is not None else None
+        return report
+
+
+def console_report(log: Path | None) -> ConsoleReport:
     if log is None:
-        return {"log": None, "exists": False, "boot": None}
+        return ConsoleReport(None)
     rotate_if_large(log)
     files = log_files(log)
-    report: dict[str, Any] = {"log": str(log), "exists": bool(files), "files": [str(f) for f in files]}
     if not files:
-        report["boot"] = None
-        return report
+        return ConsoleReport(log, files)
     newest = max(files, key=lambda f: f.stat().st_mtime)
-    report["size_bytes"] = sum(f.stat().st_size for f in files)
-    report["last_output_age_s"] = round(max(0.0, time.time() - newest.stat().st_mtime), 1)
-    report["boot"] = last_boot(log).as_dict()
-    return report
+    return ConsoleReport(
+        log,
+        files,
+        size_bytes=sum(f.stat().st_size for f in files),
+        last_output_age_s=round(max(0.0, time.time() - newest.stat().st_mtime), 1),
+        boot=last_boot(log),
+    )
 
 
-def machine_status(name: str) -> dict[str, Any]:
+@dataclass(frozen=True)
+class StatusReport:
+    """`status`: the config's view, the live qemu's answers and the console's, side by side."""
+
+    name: str
+    emulation: str
+    run: RunCheck
+    configured: ConfiguredQemu
+    qmp_socket: str
+    qemu: QmpReport
+    pid: int | None
+    uptime_s: float | None
+    console: ConsoleReport
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "schema": 1,
+            "name": self.name,
+            "emulation": self.emulation,
+            "state": self.run.state.value,
+            "state_evidence": list(self.run.evidence),
+            "configured": self.configured.to_json(),
+            "qmp_socket": self.qmp_socket,
+            "qemu": {**self.qemu.to_json(), "pid": self.pid, "uptime_s": self.uptime_s},
+            "console": self.console.to_json(),
+        }
+
+
+def machine_status(name: str) -> StatusReport:
     machine = load_machine(name)
     argv = list(machine.config.CmdLine)
     journal = journals.load_journal(machine.config_path)
-    state = run_state(machine.config)
-    configured = configured_console_log(argv)
-    log = Path(configured) if configured else (console_log_path(machine.config_path) if journal else None)
-    report: dict[str, Any] = {
-        "name": machine.name,
-        "emulation": emulation_status(
+    check = run_state(machine.config)
+    configured_log = configured_console_log(argv)
+    log = Path(configured_log) if configured_log else (console_log_path(machine.config_path) if journal else None)
+    pid, pid_file = _qemu_pid(argv, machine.config.vm_pid_file)
+    if check.state is not RunState.STOPPED:
+        qemu = ask_qemu(machine.config.qmp_socket)
+    else:
+        qemu = QmpReport(error="the machine is stopped")
+    return StatusReport(
+        name=machine.name,
+        emulation=emulation_status(
             journal, current_sha256=machine.document.sha256, emulated=is_emulated(machine.document.content)
         ),
-        "state": state.state.value,
-        "state_evidence": list(state.evidence),
-        "configured": {
-            "qemu": argv[0],
-            "cpu": first_value(argv, "-cpu"),
-            "cpus": machine.config.CPUs,
-            "memory_mib": machine.config.Memory,
-        },
-        "qmp_socket": socket_path(machine.config.qmp_socket),
-    }
-    facts = QmpReport()
-    pid, pid_file = _qemu_pid(argv, machine.config.vm_pid_file)
-    if state.state is not RunState.STOPPED:
-        facts = ask_qemu(machine.config.qmp_socket)
-    else:
-        facts.error = "the machine is stopped"
-    qemu = facts.as_dict()
-    qemu["pid"] = pid
-    qemu["uptime_s"] = round(process_uptime(pid, pid_file) or 0.0, 1) if pid is not None else None
-    report["qemu"] = qemu
-    report["console"] = console_report(log)
-    return report
-
-
-def _duration(seconds: float) -> str:
-    seconds = int(seconds)
-    if seconds < 60:
-        return f"{seconds}s"
-    minutes, seconds = divmod(seconds, 60)
-    if minutes < 60:
-        return f"{minutes}m {seconds:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h {minutes:02d}m"
-
-
-def describe(report: dict[str, Any]) -> list[tuple[str, str]]:
-    """The report as (label, text) rows for the terminal."""
-    rows: list[tuple[str, str]] = [("name", report["name"]), ("emulation", report["emulation"])]
-    qemu = report["qemu"]
-    state = report["state"]
-    if report["state_evidence"]:
-        state += f" ({'; '.join(report['state_evidence'])})"
-    rows.append(("state", state))
-    if qemu["reachable"]:
-        bits = [f"qemu {qemu['version'] or '?'}", f"run state {qemu['run_state'] or '?'}"]
-        if qemu["pid"] is not None:
-            bits.append(f"pid {qemu['pid']}")
-        if qemu["uptime_s"] is not None:
-            bits.append(f"up {_duration(qemu['uptime_s'])}")
-        rows.append(("qemu", ", ".join(bits)))
-        cpu = qemu["cpu"] or "?"
-        if qemu["pauth"]:
-            cpu += f" (pointer auth: {qemu['pauth']})"
-        vcpus = qemu["vcpus"]
-        count = f"{vcpus} vCPU{'' if vcpus == 1 else 's'}" if vcpus is not None else "? vCPUs"
-        rows.append(("cpu", f"{cpu}, {count}, {qemu['arch'] or '?'}, {qemu['machine'] or '?'}"))
-        accel = qemu["accelerator"] or "unknown"
-        if qemu["tcg_threads"]:
-            accel += " (one host thread per vCPU)" if qemu["tcg_threads"] == "multi" else " (single-threaded)"
-        rows.append(("accelerator", accel))
-        rows.append(("memory", f"{qemu['memory_mib']} MiB" if qemu["memory_mib"] is not None else "?"))
-    else:
-        if report["state"] != "stopped":
-            rows.append(("qemu", f"not answering: {qemu['error']}"))
-            if qemu["pid"] is not None:
-                up = f", up {_duration(qemu['uptime_s'])}" if qemu["uptime_s"] is not None else ""
-                rows.append(("process", f"pid {qemu['pid']}{up}"))
-        configured = report["configured"]
-        rows.append(
-            (
-                "configured",
-                f"-cpu {configured['cpu'] or '(none)'}, {configured['cpus']} vCPUs, {configured['memory_mib']} MiB, "
-                f"{os.path.basename(configured['qemu'])}",
-            )
-        )
-    console = report["console"]
-    if console["log"] is None:
-        rows.append(("console", "not logged (podman-emu logs the console of machines it converted)"))
-        return rows
-    boot = console.get("boot")
-    label = "boot" if report["state"] != "stopped" else "last boot"
-    if not console["exists"]:
-        rows.append((label, "no console output yet (not started since the conversion)"))
-    elif boot is None or boot["stage"] is None:
-        rows.append((label, "no recognisable boot stage in the console log yet"))
-    else:
-        rows.append((label, f"{boot['stage']}: {STAGE_DESCRIPTIONS[boot['stage']]}"))
-        rows.append(("", f"» {boot['line']}"))
-        if boot["last_line"] and boot["last_line"] != boot["line"]:
-            rows.append(("latest", f"» {boot['last_line']}"))
-        for event in boot["events"]:
-            rows.append(("event", f"{event['event']}: {event['line']}"))
-    if console["exists"]:
-        size = console.get("size_bytes", 0)
-        amount = f"{size // 1024} KiB" if size >= 1024 else f"{size} bytes"
-        written = f"{amount}, last output {_duration(console.get('last_output_age_s') or 0)} ago"
-        rows.append(("console", f"{console['log']} ({written if size else 'empty'})"))
-    else:
-        rows.append(("console", console["log"]))
-    return rows
+        run=check,
+        configured=ConfiguredQemu.of(machine.config),
+        qmp_socket=socket_path(machine.config.qmp_socket),
+        qemu=qemu,
+        pid=pid,
+        uptime_s=round(process_uptime(pid, pid_file) or 0.0, 1) if pid is not None else None,
+        console=console_report(log),
+    )

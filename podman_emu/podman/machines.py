@@ -14,6 +14,7 @@ from podman_emu import paths
 from podman_emu.errors import ConfigInvalid, MachineNotFound, PodmanEmuError, UsageError
 from podman_emu.podman.document import RawDocument, parse_document
 from podman_emu.podman.layout import Layout, guess_podman_version, image_path, path_value
+from podman_emu.qemu.argv import first_value
 
 if TYPE_CHECKING:
     from podman_emu.podman.schema import Machine
@@ -78,6 +79,24 @@ class ConfigSummary:
             vm_pid_file=pid_files.get("VMPidFilePath"),
             starting=content.get("Starting") is True,
         )
+
+
+@dataclass(frozen=True)
+class ConfiguredQemu:
+    """What a machine's config says qemu runs with (list, inspect and status all show it)."""
+
+    qemu: str
+    cpu: str | None
+    cpus: int
+    memory_mib: int
+
+    @classmethod
+    def of(cls, config: Machine | ConfigSummary) -> ConfiguredQemu:
+        argv = config.CmdLine
+        return cls(qemu=argv[0], cpu=first_value(argv, "-cpu"), cpus=config.CPUs, memory_mib=config.Memory)
+
+    def to_json(self) -> dict[str, object]:
+        return {"qemu": self.qemu, "cpu": self.cpu, "cpus": self.cpus, "memory_mib": self.memory_mib}
 
 
 @dataclass(frozen=True)

@@ -9,15 +9,15 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from podman_emu import paths, proc
-from podman_emu.conversion.leftovers import find_leftovers
+from podman_emu.conversion.leftovers import Leftover, find_leftovers
 from podman_emu.errors import HostNotReady, PodmanEmuError
 from podman_emu.fsutil import stale_temp_files
 from podman_emu.host.capabilities import QemuCapabilities
 from podman_emu.host.cpu_profile import choose_profile
 from podman_emu.host.firmware import find_firmware
 from podman_emu.host.qemu import find_qemu, find_qemu_img, probe_qemu
-from podman_emu.podman.machines import load_machine
-from podman_emu.report.inventory import inspect_machine
+from podman_emu.podman.machines import LoadedMachine, load_machine
+from podman_emu.report.inventory import inspect_loaded
 
 Level = Literal["ok", "warn", "fail", "info"]
 PODMAN_TIMEOUT_S = 10
@@ -33,22 +33,24 @@ class Check:
 
 def _host_checks(native_binary: str | None) -> list[Check]:
     checks: list[Check] = []
-    facts: QemuCapabilities | None = None
+    capabilities: QemuCapabilities | None = None
     try:
         qemu = find_qemu(None, native_binary)
-        facts = probe_qemu(qemu)
-        checks.append(Check("qemu", "ok", f"{qemu} ({facts.version_text})"))
+        capabilities = probe_qemu(qemu)
+        checks.append(Check("qemu", "ok", f"{qemu} ({capabilities.version_text})"))
     except PodmanEmuError as error:
         checks.append(Check("qemu", "fail", error.message, error.hint))
         qemu = None
-    if facts is not None:
-        if "tcg" not in facts.accelerators:
+    if capabilities is not None:
+        if "tcg" not in capabilities.accelerators:
             checks.append(
-                Check("accelerator", "fail", f"{facts.path} has no TCG accelerator", "Install a full qemu build.")
+                Check(
+                    "accelerator", "fail", f"{capabilities.path} has no TCG accelerator", "Install a full qemu build."
+                )
             )
-        profile = choose_profile(facts)
+        profile = choose_profile(capabilities)
         checks.append(Check("cpu", "ok", f"-cpu {profile.cpu}: {profile.reason}"))
-        if facts.version[:2] == (8, 2) and facts.version[2] == 0:
+        if capabilities.version[:2] == (8, 2) and capabilities.version[2] == 0:
             checks.append(
                 Check(
                     "qemu",
@@ -93,19 +95,13 @@ def _podman_check() -> Check:
     )
 
 
-def _machine_checks(name: str) -> list[Check]:
+def _machine_checks(name: str, machine: LoadedMachine) -> list[Check]:
     try:
-        machine = load_machine(name)
-        report = inspect_machine(name)
+        report = inspect_loaded(machine)
     except PodmanEmuError as error:
         return [Check(f"machine {name}", "fail", error.message, error.hint)]
-    checks = [
-        Check(
-            f"machine {name}",
-            "ok",
-            f"podman {report['podman']} layout, {report['emulation']}, {report['state']}",
-        )
-    ]
+    row = report.row
+    checks = [Check(f"machine {name}", "ok", f"podman {row.podman} layout, {row.emulation}, {row.state.value}")]
     argv = machine.config.CmdLine
     if not os.path.isabs(argv[0]) or not os.access(argv[0], os.X_OK):
         checks.append(
@@ -116,17 +112,12 @@ def _machine_checks(name: str) -> list[Check]:
                 f"`podman-emu revert {name}`, then convert again.",
             )
         )
-    for created in report.get("journal", {}).get("created", []):
-        if created["role"] != "console" and not os.path.exists(created["path"]):
+    for created in report.journal.created if report.journal is not None else []:
+        if created.role != "console" and not os.path.exists(created.path):
             checks.append(
-                Check(
-                    "files",
-                    "fail",
-                    f"{created['role']} file {created['path']} is missing",
-                    f"`podman-emu revert {name}`",
-                )
+                Check("files", "fail", f"{created.role} file {created.path} is missing", f"`podman-emu revert {name}`")
             )
-    if not machine.document.is_podman_formatted:
+    if not report.podman_formatted:
         checks.append(
             Check(
                 "format",
@@ -137,31 +128,49 @@ def _machine_checks(name: str) -> list[Check]:
     return checks
 
 
-def run_doctor(name: str | None) -> dict[str, Any]:
-    native_binary = None
+def _stale_temp_files_check() -> Check | None:
+    stale = [str(p) for p in stale_temp_files(paths.podman_config_dir()) + stale_temp_files(paths.podman_data_dir())]
+    if not stale:
+        return None
+    return Check(
+        "temp files",
+        "warn",
+        "left by an interrupted podman-emu: " + ", ".join(stale),
+        "Delete them; no machine uses them.",
+    )
+
+
+@dataclass(frozen=True)
+class DoctorReport:
+    checks: list[Check]
+    leftovers: list[Leftover]
+
+    @property
+    def ok(self) -> bool:
+        return not any(check.level == "fail" for check in self.checks)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "schema": 1,
+            "checks": [asdict(check) for check in self.checks],
+            "leftovers": [dict(asdict(item), command=item.command) for item in self.leftovers],
+            "ok": self.ok,
+        }
+
+
+def run_doctor(name: str | None) -> DoctorReport:
+    """The host checks, then (with `name`) the machine's, loaded and validated once."""
+    machine: LoadedMachine | None = None
+    machine_checks: list[Check] = []
     if name:
         try:
-            native_binary = load_machine(name).config.CmdLine[0]
-        except PodmanEmuError:
-            native_binary = None
-    checks = _host_checks(native_binary)
-    if name:
-        checks += _machine_checks(name)
-    stale = [
-        str(p) for p in stale_temp_files(paths.podman_config_dir()) + stale_temp_files(paths.podman_data_dir())
-    ]
-    if stale:
-        checks.append(
-            Check(
-                "temp files",
-                "warn",
-                "left by an interrupted podman-emu: " + ", ".join(stale),
-                "Delete them; no machine uses them.",
-            )
-        )
-    leftovers = find_leftovers()
-    return {
-        "checks": [asdict(check) for check in checks],
-        "leftovers": [dict(asdict(item), command=item.command) for item in leftovers],
-        "ok": not any(check.level == "fail" for check in checks),
-    }
+            machine = load_machine(name)
+        except PodmanEmuError as error:
+            machine_checks = [Check(f"machine {name}", "fail", error.message, error.hint)]
+        else:
+            machine_checks = _machine_checks(name, machine)
+    checks = _host_checks(machine.config.CmdLine[0] if machine is not None else None) + machine_checks
+    stale = _stale_temp_files_check()
+    if stale is not None:
+        checks.append(stale)
+    return DoctorReport(checks, find_leftovers())

@@ -1,4 +1,4 @@
-"""What `list` and `inspect` report: plain dicts, rendered by the CLI as tables or JSON.
+"""What `list` and `inspect` report, as typed rows that the CLI renders as tables or JSON.
 
 Read-only: nothing here writes, not even to finish an interrupted operation (`convert`/`revert`
 do that); an interrupted state is reported as such. The one exception is podman-emu's own
@@ -7,6 +7,7 @@ console log, which `list` keeps bounded (observe.console_log.rotate_if_large).
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -15,82 +16,199 @@ from podman_emu.conversion.artifacts import configured_console_log, console_log_
 from podman_emu.conversion.journal import emulation_status
 from podman_emu.observe.boot_stage import last_boot
 from podman_emu.observe.console_log import rotate_if_large
+from podman_emu.paths import podman_config_dir
 from podman_emu.podman import list_cache
-from podman_emu.podman.machines import BrokenMachine, ListedMachine, LoadedMachine, load_machine
-from podman_emu.podman.running import run_state
-from podman_emu.qemu.argv import first_value
+from podman_emu.podman.machines import (
+    BrokenMachine,
+    ConfiguredQemu,
+    ListedMachine,
+    LoadedMachine,
+    load_machine,
+)
+from podman_emu.podman.running import RunCheck, RunState, run_state
 
 LIST_WINDOW_BYTES = 128 * 1024
 
 
-def _emulation(machine: LoadedMachine | ListedMachine, journal: journals.Journal | None) -> str:
-    return emulation_status(
+@dataclass(frozen=True)
+class MachineRow:
+    """One machine as `list` shows it (and the head of `inspect`)."""
+
+    name: str
+    config: Path
+    layout: str
+    podman: str
+    emulation: str
+    state: RunState
+    configured: ConfiguredQemu
+    disk_gib: int
+    boot_stage: str | None = None  # list only: how far a running machine's boot got
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "config": str(self.config),
+            "layout": self.layout,
+            "podman": self.podman,
+            "emulation": self.emulation,
+            "state": self.state.value,
+            **self.configured.to_json(),
+            "disk_gib": self.disk_gib,
+        }
+
+
+@dataclass(frozen=True)
+class BrokenRow:
+    """A config in podman's dir that cannot be loaded, listed with the reason."""
+
+    name: str
+    config: Path
+    error: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "config": str(self.config), "error": self.error}
+
+
+@dataclass(frozen=True)
+class MachineList:
+    rows: list[MachineRow | BrokenRow]
+    config_dir: Path  # where the machines were looked for, for the "no machines" line
+
+    def to_json(self) -> list[dict[str, Any]]:
+        return [
+            row.to_json() | ({"boot_stage": row.boot_stage} if isinstance(row, MachineRow) else {}) for row in self.rows
+        ]
+
+
+def _machine_row(
+    machine: LoadedMachine | ListedMachine, journal: journals.Journal | None, check: RunCheck
+) -> MachineRow:
+    emulation = emulation_status(
         journal, current_sha256=machine.document.sha256, emulated=is_emulated(machine.document.content)
     )
+    return MachineRow(
+        name=machine.name,
+        config=machine.config_path,
+        layout=machine.layout.value,
+        podman=machine.podman_version,
+        emulation=emulation,
+        state=check.state,
+        configured=ConfiguredQemu.of(machine.config),
+        disk_gib=machine.config.DiskSize,
+    )
 
 
-def machine_row(machine: LoadedMachine | ListedMachine) -> dict[str, Any]:
+def _listed_row(machine: ListedMachine) -> MachineRow:
+    row = _machine_row(machine, journals.load_journal(machine.config_path), run_state(machine.config))
+    log = configured_console_log(machine.config.CmdLine)
+    if log is None:
+        return row
+    rotate_if_large(Path(log))
+    if row.state is RunState.STOPPED:
+        return row
+    # A short look at the end of the log: enough to name the stage, cheap for list.
+    stage = last_boot(Path(log), window=LIST_WINDOW_BYTES).stage
+    return replace(row, boot_stage=stage)
+
+
+def list_machines() -> MachineList:
+    rows: list[MachineRow | BrokenRow] = [
+        BrokenRow(item.name, item.config_path, item.error.message)
+        if isinstance(item, BrokenMachine)
+        else _listed_row(item)
+        for item in list_cache.scan()
+    ]
+    return MachineList(rows, podman_config_dir())
+
+
+@dataclass(frozen=True)
+class CreatedEntry:
+    role: str
+    path: str
+
+
+@dataclass(frozen=True)
+class JournalSummary:
+    path: Path
+    status: str
+    converted_at: str
+    native_qemu: str
+    native_image: str
+    unchanged_since_convert: bool
+    created: list[CreatedEntry]
+    options: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "path": str(self.path),
+            "status": self.status,
+            "converted_at": self.converted_at,
+            "native_qemu": self.native_qemu,
+            "native_image": self.native_image,
+            "unchanged_since_convert": self.unchanged_since_convert,
+            "created": [{"role": item.role, "path": item.path} for item in self.created],
+            "options": self.options,
+        }
+
+
+@dataclass(frozen=True)
+class InspectReport:
+    """`inspect`: the row, why the machine is in that state, its files, journal and command."""
+
+    row: MachineRow
+    state_evidence: list[str]
+    image: str
+    console_log: str | None
+    trailing_newline: bool
+    podman_formatted: bool
+    journal: JournalSummary | None
+    cmdline: list[str]
+    config_model: dict[str, Any] = field(repr=False)
+
+    def to_json(self) -> dict[str, Any]:
+        report: dict[str, Any] = {"schema": 1, **self.row.to_json()}
+        report["state_evidence"] = list(self.state_evidence)
+        report["image"] = self.image
+        report["console_log"] = self.console_log
+        report["byte_format"] = {"trailing_newline": self.trailing_newline, "podman_formatted": self.podman_formatted}
+        if self.journal is not None:
+            report["journal"] = self.journal.to_json()
+        report["cmdline"] = list(self.cmdline)
+        report["config_model"] = self.config_model
+        return report
+
+
+def _journal_summary(machine: LoadedMachine, journal: journals.Journal) -> JournalSummary:
+    return JournalSummary(
+        path=journal_path(machine.config_path),
+        status=journal.status,
+        converted_at=journal.timestamp,
+        native_qemu=journal.native_cmdline[0],
+        native_image=journal.native_image_path,
+        unchanged_since_convert=machine.document.sha256 == journal.converted_sha256,
+        created=[CreatedEntry(item.role, item.path) for item in journal.created],
+        options=dict(journal.options),
+    )
+
+
+def inspect_loaded(machine: LoadedMachine) -> InspectReport:
     journal = journals.load_journal(machine.config_path)
-    argv = machine.config.CmdLine
-    state = run_state(machine.config)
-    return {
-        "name": machine.name,
-        "config": str(machine.config_path),
-        "layout": machine.layout.value,
-        "podman": machine.podman_version,
-        "emulation": _emulation(machine, journal),
-        "state": state.state.value,
-        "qemu": argv[0],
-        "cpu": first_value(argv, "-cpu"),
-        "cpus": machine.config.CPUs,
-        "memory_mib": machine.config.Memory,
-        "disk_gib": machine.config.DiskSize,
-    }
-
-
-def list_machines() -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = []
-    for item in list_cache.scan():
-        if isinstance(item, BrokenMachine):
-            rows.append({"name": item.name, "config": str(item.config_path), "error": item.error.message})
-        else:
-            row = machine_row(item)
-            row["boot_stage"] = None
-            log = configured_console_log(item.config.CmdLine)
-            if log is not None:
-                rotate_if_large(Path(log))
-                if row["state"] != "stopped":
-                    # A short look at the end of the log: enough to name the stage, cheap for list.
-                    row["boot_stage"] = last_boot(Path(log), window=LIST_WINDOW_BYTES).stage
-            rows.append(row)
-    return rows
-
-
-def inspect_machine(name: str) -> dict[str, Any]:
-    machine = load_machine(name)
-    journal = journals.load_journal(machine.config_path)
-    report = machine_row(machine)
-    state = run_state(machine.config)
-    report["state_evidence"] = list(state.evidence)
-    report["image"] = machine.config.image_path
-    report["console_log"] = configured_console_log(machine.config.CmdLine) or (
+    check = run_state(machine.config)
+    console_log = configured_console_log(machine.config.CmdLine) or (
         str(console_log_path(machine.config_path)) if journal is not None else None
     )
-    report["byte_format"] = {
-        "trailing_newline": machine.document.byte_format.trailing_newline,
-        "podman_formatted": machine.document.is_podman_formatted,
-    }
-    if journal is not None:
-        report["journal"] = {
-            "path": str(journal_path(machine.config_path)),
-            "status": journal.status,
-            "converted_at": journal.timestamp,
-            "native_qemu": journal.native_cmdline[0],
-            "native_image": journal.native_image_path,
-            "unchanged_since_convert": machine.document.sha256 == journal.converted_sha256,
-            "created": [{"role": item.role, "path": item.path} for item in journal.created],
-            "options": journal.options,
-        }
-    report["cmdline"] = list(machine.config.CmdLine)
-    report["config_model"] = machine.config.model_dump(mode="json")
-    return report
+    return InspectReport(
+        row=_machine_row(machine, journal, check),
+        state_evidence=list(check.evidence),
+        image=machine.config.image_path,
+        console_log=console_log,
+        trailing_newline=machine.document.byte_format.trailing_newline,
+        podman_formatted=machine.document.is_podman_formatted,
+        journal=_journal_summary(machine, journal) if journal is not None else None,
+        cmdline=list(machine.config.CmdLine),
+        config_model=machine.config.model_dump(mode="json"),
+    )
+
+
+def inspect_machine(name: str) -> InspectReport:
+    return inspect_loaded(load_machine(name))
