@@ -72,11 +72,17 @@ def _create_exclusive(path: Path) -> int:
 
 
 @contextlib.contextmanager
-def replace_atomically(target: Path, *, mode: int | None = None) -> Iterator[PendingFile]:
-    """Yield a temp file beside `target`; when the block completes, the file gets `mode` (or, by
-    default, the mode and owner `target` has now, so a rewrite never changes who can read it),
-    is fsynced and renamed over `target`, and the directory is fsynced. If the block raises, the
-    temp file is removed and `target` is untouched."""
+def replace_atomically(
+    target: Path, *, mode: int | None = None, before_rename: Callable[[], None] | None = None
+) -> Iterator[PendingFile]:
+    """Yield a temp file beside `target`; when the block completes, the file is fsynced and
+    renamed over `target`, and the directory is fsynced. The file has `mode` or, by default, the
+    mode and owner `target` has now, so a rewrite never changes who can read it. If the block or
+    `before_rename` raises, the temp file is removed and `target` is untouched.
+
+    `before_rename` runs after the data is on disk, right before the rename: the last moment to
+    notice that someone else changed `target` (podman 4.3 writes its config in place, without a
+    lock), with nothing slow left between the check and the rename."""
     uid = gid = -1
     if mode is None:
         try:
@@ -88,15 +94,17 @@ def replace_atomically(target: Path, *, mode: int | None = None) -> Iterator[Pen
     fd = _create_exclusive(temporary)
     try:
         try:
-            yield PendingFile(fd, temporary)
             os.fchmod(fd, mode)
             if os.geteuid() == 0 and uid >= 0:
                 os.fchown(fd, uid, gid)
+            yield PendingFile(fd, temporary)
             # Always, even after sync(): a step before the rename (qemu-img resize) may have
             # written to the file since.
             os.fsync(fd)
         finally:
             os.close(fd)
+        if before_rename is not None:
+            before_rename()
         os.replace(temporary, target)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -105,9 +113,11 @@ def replace_atomically(target: Path, *, mode: int | None = None) -> Iterator[Pen
     fsync_dir(target.parent)
 
 
-def atomic_write(target: Path, data: bytes, *, mode: int | None = None) -> None:
-    """Replace `target` with `data` (see replace_atomically for mode and owner)."""
-    with replace_atomically(target, mode=mode) as output:
+def atomic_write(
+    target: Path, data: bytes, *, mode: int | None = None, before_rename: Callable[[], None] | None = None
+) -> None:
+    """Replace `target` with `data` (see replace_atomically)."""
+    with replace_atomically(target, mode=mode, before_rename=before_rename) as output:
         output.write(data)
 
 

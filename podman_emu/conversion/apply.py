@@ -45,13 +45,23 @@ def machine_lock(machine: LoadedMachine) -> Iterator[None]:
             yield
 
 
-def _recheck(machine: LoadedMachine, action: str) -> None:
+def _refuse_if_changed(machine: LoadedMachine, action: str) -> None:
     if read_config_bytes(machine.config_path) != machine.document.data:
         raise MachineBusy(
             f"{machine.config_path} changed while podman-emu was working on it",
             hint=f"Another program (podman?) wrote it meanwhile; nothing was changed. Run the {action} again.",
         )
+
+
+def _recheck(machine: LoadedMachine, action: str) -> None:
+    _refuse_if_changed(machine, action)
     refuse_if_busy(machine.name, machine.config, action)
+
+
+def _write_config(machine: LoadedMachine, new_bytes: bytes, action: str) -> None:
+    # Compared again right before the rename: podman 4.3 takes no lock and writes in place, so a
+    # `podman machine set` landing after _recheck would otherwise be replaced without a trace.
+    atomic_write(_write_target(machine), new_bytes, before_rename=lambda: _refuse_if_changed(machine, action))
 
 
 def apply_conversion(
@@ -79,7 +89,7 @@ def apply_conversion(
                 for item in staged:
                     if item.staged is not None:
                         os.replace(item.staged, item.action.destination)
-                atomic_write(_write_target(machine), new_bytes)
+                _write_config(machine, new_bytes, "convert")
             except BaseException:
                 _undo_conversion(machine.config_path, journal)
                 raise
@@ -141,7 +151,11 @@ def apply_revert(machine: LoadedMachine, plan: Plan, journal: Journal, *, delete
         _recheck(machine, "revert")
         journals.save_journal(replace(journal, status="reverting"))
         if new_bytes != machine.document.data:
-            atomic_write(_write_target(machine), new_bytes)
+            try:
+                _write_config(machine, new_bytes, "revert")
+            except MachineBusy:
+                journals.save_journal(journal)  # nothing was changed, and the journal says so again
+                raise
         for item in journal.created:
             if item.role == "disk" and not delete_disk:
                 continue
