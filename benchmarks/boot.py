@@ -38,6 +38,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -46,7 +47,7 @@ from podman_emu.conversion.rewrite import console_arguments, rewrite_argv  # noq
 from podman_emu.host.cpu_profile import choose_profile  # noqa: E402
 from podman_emu.host.firmware import find_firmware  # noqa: E402
 from podman_emu.host.qemu import find_qemu, probe_qemu  # noqa: E402
-from tests.guest import GuestSpec, build_guest_image  # noqa: E402
+from testing.guest import GuestSpec, build_guest_image  # noqa: E402
 
 MARK = "PODMAN-EMU-BENCH"
 FORK_EXECS = 300
@@ -286,7 +287,7 @@ def median_of(runs: list[Run], name: str, key: str) -> float | None:
     return statistics.median(values) if values else None
 
 
-def summarise(profiles: list[Profile], runs: list[Run]) -> list[dict[str, object]]:
+def summarise(profiles: list[Profile], runs: list[Run]) -> list[dict[str, Any]]:
     rows = []
     for profile in profiles:
         mine = [r for r in runs if r.profile == profile.name]
@@ -320,7 +321,7 @@ def fmt(value: object) -> str:
     return f"{value:.2f}" if isinstance(value, float) else "–"
 
 
-def markdown(rows: list[dict[str, object]], meta: dict[str, object]) -> str:
+def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     lima = next((r for r in rows if r["profile"] == "lima"), None)
     ours = next((r for r in rows if r["profile"] == "podman-emu"), None)
     fastest = min((r for r in rows if isinstance(r["init_s"], float)), key=lambda r: r["init_s"], default=None)
@@ -363,20 +364,20 @@ def markdown(rows: list[dict[str, object]], meta: dict[str, object]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def chart(rows: list[dict[str, object]], meta: dict[str, object], path: Path) -> None:
+def chart(rows: list[dict[str, Any]], meta: dict[str, Any], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     usable = [r for r in rows if isinstance(r["done_s"], float)]
-    usable.sort(key=lambda r: r["done_s"], reverse=True)  # type: ignore[arg-type, return-value]
+    usable.sort(key=lambda r: r["done_s"], reverse=True)
     names = [str(r["profile"]) for r in usable]
     # Segments between the medians of the events, so each bar ends at its median "done" and
     # the blue/orange boundary is its median /init.
-    firmware = [float(r["firmware_s"] or 0) for r in usable]  # type: ignore[arg-type]
-    kernel = [float(r["init_s"] or 0) - f for r, f in zip(usable, firmware, strict=True)]  # type: ignore[arg-type]
-    workload = [float(r["done_s"] or 0) - float(r["init_s"] or 0) for r in usable]  # type: ignore[arg-type]
+    firmware = [float(r["firmware_s"] or 0) for r in usable]
+    kernel = [float(r["init_s"] or 0) - f for r, f in zip(usable, firmware, strict=True)]
+    workload = [float(r["done_s"] or 0) - float(r["init_s"] or 0) for r in usable]
     figure, axes = plt.subplots(figsize=(9, 0.55 * len(usable) + 1.6), dpi=120)
     left = [0.0] * len(usable)
     for values, label, color in (
@@ -388,10 +389,9 @@ def chart(rows: list[dict[str, object]], meta: dict[str, object], path: Path) ->
         left = [a + b for a, b in zip(left, values, strict=True)]
     for index, row in enumerate(usable):
         axes.text(left[index] + 0.3, index, f"/init {row['init_s']:.1f} s · done {row['done_s']:.1f} s", va="center")
-    labels = axes.get_yticklabels()
-    for label in labels:
-        if label.get_text() == "podman-emu":
-            label.set_fontweight("bold")
+    for tick in axes.get_yticklabels():
+        if tick.get_text() == "podman-emu":
+            tick.set_fontweight("bold")
     axes.set_xlabel(f"seconds from qemu launch (median of {meta['runs']} runs)")
     axes.set_xlim(0, max(left) * 1.35 if left else 1)
     title = f"aarch64 guest boot under TCG on x86_64 (QEMU {meta['qemu_version']})"

@@ -22,11 +22,13 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests.conftest import PodmanHome, manifest  # noqa: E402
+from testing.fixtures import manifest  # noqa: E402
+from testing.podman_home import Sandbox  # noqa: E402
 
 COMMAND_TIMEOUT_S = 60
 TARGETS_MS = {"--help": 120.0, "list (10 machines)": 150.0}
@@ -43,11 +45,8 @@ def fixtures_4x() -> list[str]:
     return [entry["file"] for entry in manifest() if not entry["version"].startswith("3.")]
 
 
-def build_home(root: Path, count: int, blank_disk: Path | None) -> PodmanHome:
-    # Sockets would live under the runtime dir; a short path keeps them under the 108-byte limit.
-    home = PodmanHome(root, Path(tempfile.mkdtemp(prefix="pemu-", dir=root.parent)))
-    for directory in (home.home, home.runtime_dir / "podman", home.config_dir, home.data_dir):
-        directory.mkdir(parents=True, exist_ok=True)
+def build_home(count: int, blank_disk: Path | None) -> Sandbox:
+    home = Sandbox.create(prefix="pemu-bench-")
     files = fixtures_4x()
     env = {**os.environ, **home.env()}
     for index in range(count):
@@ -102,10 +101,10 @@ def measure(runs: int, with_conversions: bool) -> dict[str, object]:
             blank = Path(tmp) / "blank-aarch64.qcow2"
             subprocess.run([qemu_img, "create", "-q", "-f", "qcow2", str(blank), "1G"], check=True, timeout=60)
         results["python -c pass"] = python_baseline(runs)
-        empty = build_home(Path(tmp) / "empty", 0, None)
+        empty = build_home(0, None)
         results["--help"] = time_command([*entry_point(), "--help"], {**os.environ, **empty.env()}, runs, "--help")
         for count in (1, 10, 50):
-            home = build_home(Path(tmp) / f"home{count}", count, blank)
+            home = build_home(count, blank)
             env = {**os.environ, **home.env()}
             label = f"list ({count} machine{'s' if count > 1 else ''})"
             results[label] = time_command([*entry_point(), "list"], env, runs, label)
@@ -141,7 +140,7 @@ def markdown(report: dict[str, object]) -> str:
         lo, hi = min(samples[key]), max(samples[key])
         cpu_ms: dict[str, float] = report["median_cpu_ms"]  # type: ignore[assignment]
         lines.append(f"| `{key}` | {median:.0f} | {lo:.0f}–{hi:.0f} | {cpu_ms.get(key, 0):.0f} | {verdict} |")
-    host: dict[str, object] = report["host"]  # type: ignore[assignment]
+    host: dict[str, Any] = report["host"]  # type: ignore[assignment]
     lines.append("")
     lines.append(
         f"{report['runs']} runs each, separate processes, medians; CPU = the child's user+system time; "

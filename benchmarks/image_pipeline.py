@@ -37,7 +37,7 @@ RESULTS = Path(__file__).resolve().parent / "results" / "image_pipeline.md"
 
 
 def _usr_files() -> list[Path]:
-    found = []
+    found: list[Path] = []
     for root in ("/usr/bin", "/usr/lib/x86_64-linux-gnu", "/usr/share/doc", "/usr/lib/python3"):
         for directory, _, names in os.walk(root):
             found.extend(Path(directory, name) for name in sorted(names))
@@ -161,9 +161,9 @@ def main() -> None:
     for name, values in timings.items():
         median = statistics.median(values)
         throughput = disk_size / MIB / median
-        peak = f"{max(peaks[name]):.0f} MiB" if name in peaks else "(two processes, not measured)"
+        peak_text = f"{max(peaks[name]):.0f} MiB" if name in peaks else "(two processes, not measured)"
         rows.append(
-            f"| {name} | {median:.2f} s | {throughput:.0f} MiB/s | {pipe / median:.2f}× | {peak} | "
+            f"| {name} | {median:.2f} s | {throughput:.0f} MiB/s | {pipe / median:.2f}× | {peak_text} | "
             + ", ".join(f"{v:.2f}" for v in values)
             + " |"
         )

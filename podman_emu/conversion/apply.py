@@ -13,7 +13,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
 
@@ -65,7 +65,7 @@ def _write_config(machine: LoadedMachine, new_bytes: bytes, action: str) -> None
 
 
 def apply_conversion(
-    machine: LoadedMachine, plan: Plan, staged: list[StagedFile], options: dict[str, object]
+    machine: LoadedMachine, plan: Plan, staged: list[StagedFile], options: Mapping[str, str]
 ) -> Journal:
     new_bytes = machine.document.render(plan.after)
     try:

@@ -73,7 +73,7 @@ def live_pid(path: str) -> int | None:
         return None
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):  # no such process; or a number no pid can be
         return None
     except PermissionError:
         return pid  # alive, owned by someone else

@@ -12,9 +12,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import pwd
-import secrets
 import shutil
+import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -23,33 +22,14 @@ from typing import Any
 
 import pytest
 
+from testing.fixtures import REPO
+from testing.guest import AAVMF_CODE, AAVMF_VARS, GuestImage, GuestToolMissing, build_guest_image, check_host
+from testing.tools import unavailable
+from testing.users import USER_PATH, ThrowawayUser
+
+from .support import PHASES, E2EUser, kill_pid, phase, pid_alive, proc_argv
+
 E2E_DIR = Path(__file__).resolve().parent
-REPO = E2E_DIR.parent.parent
-if str(REPO) not in sys.path:
-    # tests.guest is shared with benchmarks/; import it by its repository path.
-    sys.path.insert(0, str(REPO))
-
-from tests.guest import (  # noqa: E402
-    AAVMF_CODE,
-    AAVMF_VARS,
-    GuestImage,
-    GuestToolMissing,
-    build_guest_image,
-    check_host,
-)
-
-from .support import (  # noqa: E402
-    PHASES,
-    USER_PATH,
-    E2EUser,
-    kill_pid,
-    phase,
-    pid_alive,
-    proc_argv,
-    run_with_timeout,
-)
-
-IN_CI = os.environ.get("CI", "").lower() == "true"
 PODMAN_DEFAULT_HELPER_DIRS = [
     "/usr/local/libexec/podman",
     "/usr/local/lib/podman",
@@ -65,14 +45,6 @@ REQUIRED_TOOLS = {
     "useradd": "passwd",
     "userdel": "passwd",
 }
-
-
-def unavailable(message: str) -> None:
-    """Missing prerequisites fail the run in CI (the suite must really run there) and skip it
-    elsewhere, with the message saying what to install."""
-    if IN_CI:
-        pytest.fail(f"e2e prerequisites missing in CI: {message}", pytrace=False)
-    pytest.skip(f"e2e suite skipped: {message}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -183,22 +155,17 @@ def guest_image(e2e_prerequisites: None) -> GuestImage:
 
 @pytest.fixture(scope="session")
 def e2e_user(e2e_prerequisites: None) -> Iterator[E2EUser]:
-    name = f"pemu{secrets.token_hex(4)}"
     log_dir = session_log_dir()
-    created = run_with_timeout(["useradd", "-m", "-s", "/bin/sh", name], timeout=60)
-    if created.returncode != 0:
-        pytest.fail(f"useradd failed:\n{created.describe()}", pytrace=False)
+    try:
+        throwaway = ThrowawayUser.create(prefix="pemu")
+    except subprocess.CalledProcessError as exc:
+        pytest.fail(f"useradd failed: {exc.stderr!r}", pytrace=False)
     user: E2EUser | None = None
     emu_src: Path | None = None
-    runtime_dir: Path | None = None
     try:
-        entry = pwd.getpwnam(name)
-        home = Path(entry.pw_dir)
-        runtime_dir = Path(f"/run/user/{entry.pw_uid}")
-        # No logind here to make the runtime dir, and podman machine needs one.
-        runtime_dir.mkdir(parents=True, exist_ok=True)
-        os.chown(runtime_dir, entry.pw_uid, entry.pw_gid)
-        runtime_dir.chmod(0o700)
+        entry = throwaway.account
+        home = throwaway.home
+        runtime_dir = throwaway.runtime_dir
 
         # The stand-in must be readable by the user wherever the clone lives, so it is copied.
         helper_dir = home / "podman-emu-e2e-helpers"
@@ -224,7 +191,7 @@ def e2e_user(e2e_prerequisites: None) -> Iterator[E2EUser]:
             path.chmod(0o755 if path.is_dir() else 0o644)
 
         user = E2EUser(
-            name=name,
+            name=throwaway.name,
             uid=entry.pw_uid,
             gid=entry.pw_gid,
             home=home,
@@ -247,15 +214,13 @@ def e2e_user(e2e_prerequisites: None) -> Iterator[E2EUser]:
                 pytrace=False,
             )
         assert probe.stdout.strip().startswith(str(emu_src)), f"podman-emu imported from elsewhere: {probe.stdout}"
-        print(f"[e2e] user {name} uid={entry.pw_uid} home={home} logs={log_dir}")
+        print(f"[e2e] user {throwaway.name} uid={entry.pw_uid} home={home} logs={log_dir}")
         yield user
     finally:
-        _teardown_user(name, user, runtime_dir, emu_src, log_dir)
+        _teardown_user(throwaway, user, emu_src, log_dir)
 
 
-def _teardown_user(
-    name: str, user: E2EUser | None, runtime_dir: Path | None, emu_src: Path | None, log_dir: Path
-) -> None:
+def _teardown_user(throwaway: ThrowawayUser, user: E2EUser | None, emu_src: Path | None, log_dir: Path) -> None:
     notes: list[str] = []
     if user is not None:
         if user.config_dir.is_dir():
@@ -279,12 +244,6 @@ def _teardown_user(
     if notes:
         (log_dir / "teardown.log").write_text("\n".join(notes) + "\n")
         print("[e2e teardown] " + "; ".join(notes))
-    deleted = run_with_timeout(["userdel", "-r", "-f", name], timeout=60)
-    if deleted.returncode not in (0, 12):  # 12: home dir removal trouble, handled below
-        print(f"[e2e teardown] userdel: {deleted.describe()}")
-    if user is not None:
-        shutil.rmtree(user.home, ignore_errors=True)
-    if runtime_dir is not None:
-        shutil.rmtree(runtime_dir, ignore_errors=True)
+    throwaway.remove()
     if emu_src is not None:
         shutil.rmtree(emu_src, ignore_errors=True)

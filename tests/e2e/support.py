@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-USER_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-
+from testing.podman_home import PodmanLayout
+from testing.users import USER_PATH
 
 # Phase timings, shown in the terminal summary by conftest.
 
@@ -205,15 +205,20 @@ class E2EUser:
     machines: list[str] = field(default_factory=list)
 
     @property
+    def layout(self) -> PodmanLayout:
+        return PodmanLayout(self.home)
+
+    @property
     def config_dir(self) -> Path:
-        return self.home / ".config" / "containers" / "podman" / "machine" / "qemu"
+        return self.layout.config_dir
 
     @property
     def data_dir(self) -> Path:
-        return self.home / ".local" / "share" / "containers" / "podman" / "machine" / "qemu"
+        return self.layout.data_dir
 
     @property
     def state_dir(self) -> Path:
+        # Not a sandbox override: e2e checks podman-emu's real default (platformdirs).
         return self.home / ".local" / "state" / "podman-emu"
 
     def env(self, extra: dict[str, str] | None = None) -> list[str]:

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.guest import boot_disk
+from testing.guest import boot_disk
 
 from .support import record_phase
 

@@ -235,7 +235,7 @@ def check_boot(user: E2EUser, scenario: Scenario, name: str, offset: int) -> str
     wait_for(lambda: "PODMAN-EMU-GUEST GUEST-UP" in console_text(console, offset), CONSOLE_WAIT)
     text = console_text(console, offset)
     assert text, f"nothing on the serial console {console}"
-    positions = []
+    positions: list[int] = []
     for needle in BOOT_SEQUENCE:
         index = text.find(needle, positions[-1] if positions else 0)
         assert index >= 0, f"console lacks {needle!r} (after {BOOT_SEQUENCE[: len(positions)]}):\n{text[-4000:]}"

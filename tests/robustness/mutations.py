@@ -190,7 +190,7 @@ def invalid_case(draw: st.DrawFn, bases: list[Base]) -> Case:
     if kind == "delete":
         path = draw(st.sampled_from([p for p in paths_in(content) if not isinstance(p[-1], int)]))
         del get(content, path[:-1])[path[-1]]
-        expect = _refusal_or_either(base, path[0]) if len(path) == 1 else "either"
+        expect: Expect = _refusal_or_either(base, path[0]) if len(path) == 1 else "either"
         return finish(f"delete {'/'.join(map(str, path))}", expect, (str(path[0]),))
     if kind == "wrong_type":
         # A null says nothing about the field's type (Mounts is null in migrated files), so only
@@ -216,7 +216,7 @@ def invalid_case(draw: st.DrawFn, bases: list[Base]) -> Case:
                 ["empty", "blank", "binary-only", "lone-m", "lone-smp", "lone-drive", "stray", "no-disk", "no-binary"]
             )
         )
-        expect: Expect = "refuse"
+        expect = "refuse"
         if variant == "empty":
             content["CmdLine"] = []
         elif variant == "blank":
@@ -288,17 +288,17 @@ def invalid_case(draw: st.DrawFn, bases: list[Base]) -> Case:
     # multi: several wrong types at once; a refusal must name one of them.
     top = [p for p in paths_in(content) if len(p) == 1 and get(content, p) is not None]
     paths = draw(st.lists(st.sampled_from(top), min_size=2, max_size=4, unique=True))
-    names = []
+    wrong: list[str] = []
     for path in paths:
         if path == ("ImagePath",):
             continue
         put(content, path, draw(st.sampled_from(other_type_values(get(content, path)))))
-        names.append(str(path[0]))
-    return finish(f"wrong types in {names}", "refuse" if names else "either", tuple(names))
+        wrong.append(str(path[0]))
+    return finish(f"wrong types in {wrong}", "refuse" if wrong else "either", tuple(wrong))
 
 
 odd_text = st.lists(
-    st.one_of(st.sampled_from(ODD_CHARS), st.text(st.characters(exclude_categories=("Cs",)), max_size=4)),
+    st.one_of(st.sampled_from(ODD_CHARS), st.text(st.characters(exclude_categories=["Cs"]), max_size=4)),
     min_size=1,
     max_size=6,
 ).map("".join)

@@ -14,7 +14,6 @@ letters, with and without a trailing newline:
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -33,8 +32,10 @@ from robustness.harness import (
     manifest,
     needs_root,
     nobody,
+    own_by,
     podman_bytes,
     read_journal,
+    run_podman,
 )
 
 ODD_HOME = "Zoë Ünïcødé & <co>, ltd"
@@ -179,22 +180,11 @@ def test_real_podman_reads_the_converted_file_and_revert_keeps_its_rewrite(
         config = box.install(fixture, name="m")
         original = json.loads(config.read_bytes())
         assert_success(invoke(box, "convert", "m", "--image", str(aarch64_disk)))
-        for path in [box.root, *box.root.rglob("*")]:
-            os.lchown(path, user.pw_uid, user.pw_gid)
+        own_by(box.root, user)
         converted = config.read_bytes()
 
         def podman(*args: str) -> subprocess.CompletedProcess[str]:
-            return subprocess.run(
-                [PODMAN, "machine", *args],
-                env=base_env(box),
-                cwd=box.cwd,
-                capture_output=True,
-                text=True,
-                timeout=60,
-                user=user.pw_uid,
-                group=user.pw_gid,
-                extra_groups=[],
-            )
+            return run_podman(box, *args, as_user=user, env=base_env(box))
 
         inspected = podman("inspect", "m")
         assert inspected.returncode == 0, inspected.stderr

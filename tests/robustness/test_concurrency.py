@@ -41,9 +41,11 @@ from robustness.harness import (
     long_run,
     needs_root,
     nobody,
+    own_by,
     podman_emu_argv,
     read_journal,
     run_cli,
+    run_podman,
     sha256,
     snapshot,
 )
@@ -329,8 +331,7 @@ def test_real_podman_4_3_set_races_convert(warm: Sandbox, aarch64_disk: Path) ->
     try:
         box.seed_cache(warm)
         config = box.install("podman-4.3-linux-amd64.json", name=NAME)
-        for path in [box.root, *box.root.rglob("*")]:
-            os.lchown(path, user.pw_uid, user.pw_gid)
+        own_by(box.root, user)
         machine = Machine(box, config, config.read_bytes(), aarch64_disk)
         trials = 40 if LONG else 3
         rng = random.Random(43)
@@ -357,17 +358,7 @@ def test_real_podman_4_3_set_races_convert(warm: Sandbox, aarch64_disk: Path) ->
                 time.sleep(rng.uniform(0.0, 0.15))
             else:
                 time.sleep(rng.uniform(0.0, 0.8))
-            podman = subprocess.run(
-                [PODMAN, "machine", "set", "--cpus", str(cpus), NAME],
-                env=env,
-                cwd=box.cwd,
-                capture_output=True,
-                text=True,
-                timeout=60,
-                user=user.pw_uid,
-                group=user.pw_gid,
-                extra_groups=[],
-            )
+            podman = run_podman(box, "set", "--cpus", str(cpus), NAME, as_user=user, env=env)
             _, stderr = convert.communicate(timeout=120)
             assert podman.returncode == 0, podman.stderr
             outcome = classify(machine, (convert.returncode, stderr), cpus)
@@ -488,14 +479,15 @@ def test_a_convert_overtaken_by_another_says_so(machine: Machine) -> None:
     if pid == 0:  # pragma: no cover - the paused convert, in the child
         code = 70
         try:
-            real = convert_module.refuse_existing_destinations
+            # Patched where convert looks it up (the name convert imported from staging).
+            real = getattr(convert_module, "refuse_existing_destinations")  # noqa: B009
 
             def paused(plan: object) -> None:
                 os.write(at_write, b"at the check\n")
                 os.read(go_read, 1)
-                real(plan)  # type: ignore[arg-type]
+                real(plan)
 
-            convert_module.refuse_existing_destinations = paused
+            setattr(convert_module, "refuse_existing_destinations", paused)  # noqa: B010
             result = invoke(machine.box, "convert", NAME, "--image", str(machine.disk))
             log.write_text(f"{result.exit_code}\n{result.stderr}")
             code = 0
@@ -510,9 +502,9 @@ def test_a_convert_overtaken_by_another_says_so(machine: Machine) -> None:
         os.write(go_write, b"g")
         status = wait_child(pid, timeout=120)
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
-    code, stderr = log.read_text().split("\n", 1)
+    exit_code, stderr = log.read_text().split("\n", 1)
     log.unlink()
-    assert code == "1", stderr
+    assert exit_code == "1", stderr
     assert "another podman-emu process is converting" in stderr, stderr
     assert "delete" not in stderr, stderr
     assert machine.config.read_bytes() == converted

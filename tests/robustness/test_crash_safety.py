@@ -282,8 +282,8 @@ def full_cycle(scenario: Scenario) -> None:
     leftovers = check_litter(scenario)
     if leftovers:
         report = invoke(box, "doctor", "--json")
-        for path in leftovers:
-            assert str(path) in report.stdout, f"doctor does not report the leftover {path}"
+        for leftover in leftovers:
+            assert str(leftover) in report.stdout, f"doctor does not report the leftover {leftover}"
 
 
 def check_litter(scenario: Scenario) -> list[Path]:

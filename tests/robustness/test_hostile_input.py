@@ -18,6 +18,7 @@ import socket
 import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -36,6 +37,7 @@ from robustness.harness import (
     manifest,
     needs_root,
     nobody,
+    own_by,
     podman_bytes,
     read_journal,
     run_cli,
@@ -44,7 +46,7 @@ from robustness.harness import (
 from robustness.mutations import Base, Case, encode, invalid_case, not_json_case, valid_odd_case
 
 MACHINE = "hostile"
-SETTINGS = {
+SETTINGS: dict[str, Any] = {
     "deadline": None,
     "database": None,  # each run explores afresh; failures print the reproducing example
     "suppress_health_check": [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example],
@@ -84,7 +86,7 @@ class Arena:
     def config(self) -> Path:
         return self.box.config(MACHINE)
 
-    def reset(self, setup: Callable[[Path], None]) -> None:
+    def reset(self, setup: Callable[[Path], object]) -> None:
         for directory in (self.box.config_dir, self.box.data_dir, self.box.cwd):
             shutil.rmtree(directory, ignore_errors=True)
             directory.mkdir(parents=True)
@@ -246,10 +248,15 @@ def _socket(path: Path) -> None:
         server.bind(str(path))
 
 
-SPECIAL_FILES: dict[str, tuple[Callable[[Path], None], tuple[str, ...]]] = {
+def _symlink_cycle(path: Path) -> None:
+    path.symlink_to("other.lnk")
+    (path.parent / "other.lnk").symlink_to(path.name)
+
+
+SPECIAL_FILES: dict[str, tuple[Callable[[Path], object], tuple[str, ...]]] = {
     "directory": (lambda p: p.mkdir(), ("not a regular file",)),
     "symlink to itself": (lambda p: p.symlink_to(p.name), ("loop",)),
-    "symlink cycle": (lambda p: (p.symlink_to("other.lnk"), (p.parent / "other.lnk").symlink_to(p.name)), ("loop",)),
+    "symlink cycle": (_symlink_cycle, ("loop",)),
     "dangling symlink": (lambda p: p.symlink_to("/nonexistent/podman.json"), ("no machine config", "symbolic link")),
     "symlink to a directory": (lambda p: p.symlink_to("/"), ("not a regular file",)),
     "symlink to /dev/zero": (lambda p: p.symlink_to("/dev/zero"), ("not a regular file",)),
@@ -308,8 +315,7 @@ def test_unreadable_config_as_nobody(warm: Sandbox, aarch64_disk: Path, owner: s
     try:
         box.seed_cache(warm)
         config = box.install("podman-4.9-linux-amd64.json", name=MACHINE)
-        for path in [box.root, *box.root.rglob("*")]:
-            os.lchown(path, user.pw_uid, user.pw_gid)
+        own_by(box.root, user)
         if owner == "root":
             os.chown(config, 0, 0)
             config.chmod(0o600)
@@ -341,7 +347,9 @@ _SCALE = 1 if LONG else 50
         ("20k mounts", lambda c: c.__setitem__("Mounts", (c["Mounts"] or []) * (20_000 // _SCALE))),
     ],
 )
-def test_huge_arrays_within_the_size_limit_round_trip(arena: Arena, label: str, build: Callable) -> None:
+def test_huge_arrays_within_the_size_limit_round_trip(
+    arena: Arena, label: str, build: Callable[[dict[str, Any]], object]
+) -> None:
     base = next(b for b in arena.bases if b.fixture == "podman-4.9-linux-amd64.json")
     content = json.loads(base.data)
     build(content)
@@ -351,7 +359,7 @@ def test_huge_arrays_within_the_size_limit_round_trip(arena: Arena, label: str, 
     assert check_prepared(arena, label, "accept", (), data=data) == "accepted"
 
 
-def _edit(fixture: str, change: Callable[[dict], object]) -> Callable[[Arena], bytes]:
+def _edit(fixture: str, change: Callable[[dict[str, Any]], object]) -> Callable[[Arena], bytes]:
     def build(arena: Arena) -> bytes:
         base = next(b for b in arena.bases if b.fixture == fixture)
         content = json.loads(base.data)

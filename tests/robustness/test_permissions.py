@@ -29,10 +29,12 @@ from robustness.harness import (
     invoke,
     needs_root,
     nobody,
+    own_by,
     podman_emu_argv,
     read_journal,
     run_cli,
 )
+from testing.users import run_as
 
 FIXTURE = "podman-4.9-linux-amd64.json"
 STRACE = shutil.which("strace")
@@ -67,11 +69,6 @@ def test_root_refuses_another_users_machine(box: Sandbox, aarch64_disk: Path) ->
     result = invoke(box, "convert", "m", "--image", str(aarch64_disk))
     assert result.exit_code == 2 and "belongs to uid 12345" in result.output, result.output
     assert config.read_bytes() == before and config.stat().st_uid == 12345
-
-
-def _own_by(path: Path, uid: int, gid: int) -> None:
-    for item in [path, *path.rglob("*")]:
-        os.lchown(item, uid, gid)
 
 
 def _private(box: Sandbox) -> list[str]:
@@ -117,21 +114,10 @@ def test_the_owner_keeps_mode_and_podman_emu_stays_private(
             (box.state_dir / "journals").mkdir(parents=True)
             os.chmod(box.state_dir, 0o755)
             os.chmod(box.state_dir / "journals", 0o755)
-        _own_by(box.root, user.pw_uid, user.pw_gid)
+        own_by(box.root, user)
 
         def run(*args: str) -> None:
-            completed = subprocess.run(
-                podman_emu_argv(*args),
-                env=base_env(box),
-                cwd=box.cwd,
-                capture_output=True,
-                text=True,
-                timeout=120,
-                user=user.pw_uid,
-                group=user.pw_gid,
-                extra_groups=[],
-                umask=umask,
-            )
+            completed = run_as(user, podman_emu_argv(*args), env=base_env(box), cwd=box.cwd, timeout=120, umask=umask)
             assert completed.returncode == 0, completed.stderr
 
         run("convert", "m", "--image", str(aarch64_disk))
@@ -336,7 +322,7 @@ def test_run_cli_as_nobody_is_really_nobody(box: Sandbox) -> None:
     if os.geteuid() != 0:
         pytest.skip("needs root to switch users")
     user = nobody()
-    _own_by(box.root, user.pw_uid, user.pw_gid)
+    own_by(box.root, user)
     probe = box.cwd / "probe"
     result = run_cli(box, "list", as_user=user)
     assert result.exit_code == 0, result.output

@@ -1,0 +1,114 @@
+"""The conversion journal: what it means for the config as it is now (pure), and its file."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import stat
+from pathlib import Path
+
+import pytest
+
+from podman_emu.conversion import journal as journals
+from podman_emu.conversion.artifacts import journal_path
+from podman_emu.conversion.journal import CreatedFile, Journal, Status, emulation_status, settle_journal
+from podman_emu.errors import ConversionStateError
+from testing.podman_home import Sandbox
+
+ORIGINAL, CONVERTED, REWRITTEN = b'{"old": 1}', b'{"new": 1}', b'{"new": 1, "LastUp": "now"}'
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def journal_for(status: Status = "converting", config: str = "/home/u/.config/m.json") -> Journal:
+    return Journal(
+        machine="m",
+        config_path=config,
+        status=status,
+        original_b64=base64.b64encode(ORIGINAL).decode(),
+        original_sha256=sha(ORIGINAL),
+        converted_sha256=sha(CONVERTED),
+        native_cmdline=["/usr/bin/qemu-system-x86_64", "-m", "2048"],
+        native_image_path="/disks/native.qcow2",
+        created=[CreatedFile("vars", "/disks/m_ovmf_vars.fd"), CreatedFile("disk", "/disks/m_aarch64.qcow2")],
+    )
+
+
+def test_a_converting_journal_whose_new_bytes_are_in_place_is_converted() -> None:
+    settled = settle_journal(journal_for(), current_sha256=sha(CONVERTED), emulated=True)
+    assert settled is not None and settled.status == "converted"
+
+
+def test_a_converting_journal_whose_old_bytes_are_in_place_never_happened() -> None:
+    assert settle_journal(journal_for(), current_sha256=sha(ORIGINAL), emulated=False) is None
+
+
+def test_a_converting_journal_after_podman_rewrote_the_file_follows_the_command_line() -> None:
+    # `podman machine list` rewrote the converted file after the crash: still emulated.
+    settled = settle_journal(journal_for(), current_sha256=sha(REWRITTEN), emulated=True)
+    assert settled is not None and settled.status == "converted"
+    assert settle_journal(journal_for(), current_sha256=sha(REWRITTEN), emulated=False) is None
+
+
+@pytest.mark.parametrize("status", ["converted", "reverting"])
+def test_a_settled_journal_passes_through(status: Status) -> None:
+    journal = journal_for(status)
+    assert settle_journal(journal, current_sha256=sha(ORIGINAL), emulated=False) is journal
+    assert settle_journal(None, current_sha256=sha(ORIGINAL), emulated=False) is None
+
+
+@pytest.mark.parametrize(
+    ("status", "current", "emulated", "expected"),
+    [
+        (None, ORIGINAL, False, "native"),
+        (None, CONVERTED, True, "emulated-unmanaged"),
+        ("converting", ORIGINAL, False, "native (interrupted convert)"),
+        ("converting", CONVERTED, True, "emulated"),
+        ("converting", REWRITTEN, False, "native (interrupted convert)"),
+        ("converted", CONVERTED, True, "emulated"),
+        ("converted", REWRITTEN, False, "native (podman rewrote it; stale journal)"),
+        ("reverting", CONVERTED, True, "emulated (interrupted revert)"),
+        ("reverting", ORIGINAL, False, "native (interrupted revert)"),
+    ],
+)
+def test_emulation_status(status: Status | None, current: bytes, emulated: bool, expected: str) -> None:
+    journal = journal_for(status) if status is not None else None
+    assert emulation_status(journal, current_sha256=sha(current), emulated=emulated) == expected
+
+
+def test_a_journal_round_trips_privately_keyed_by_the_config_path(podman_home: Sandbox) -> None:
+    config = podman_home.config("m")
+    written = journal_for("converted", str(config))
+    path = journals.save_journal(written)
+    assert path == journal_path(config) and path.parent == podman_home.state_dir / "journals"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600 and stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    loaded = journals.load_journal(config)
+    assert loaded == written and loaded.original_bytes == ORIGINAL
+    assert loaded.file("disk") == CreatedFile("disk", "/disks/m_aarch64.qcow2")
+    journals.delete_journal(config)
+    assert journals.load_journal(config) is None
+
+
+@pytest.mark.parametrize("content", [b"{", b'{"schema": 2}', b"[]", b'{"schema": 1, "machine": "m"}'])
+def test_an_unreadable_journal_is_refused_with_what_to_do(podman_home: Sandbox, content: bytes) -> None:
+    config = podman_home.config("m")
+    path = journal_path(config)
+    path.parent.mkdir(parents=True)
+    path.write_bytes(content)
+    with pytest.raises(ConversionStateError, match=r"journal .* is unreadable") as raised:
+        journals.load_journal(config)
+    assert raised.value.hint is not None and "doctor" in raised.value.hint
+    [(listed, error)] = journals.all_journals()
+    assert listed == path and isinstance(error, ConversionStateError)
+
+
+def test_no_journal_dir_means_no_journals(podman_home: Sandbox) -> None:
+    assert journals.all_journals() == []
+    assert not (podman_home.state_dir / "journals").exists()
+
+
+def test_the_journal_is_not_written_in_podmans_dir(podman_home: Sandbox) -> None:
+    path = journals.save_journal(journal_for("converted", str(podman_home.config("m"))))
+    assert podman_home.config_dir not in path.parents and Path(podman_home.state_dir) in path.parents

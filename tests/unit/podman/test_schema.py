@@ -1,0 +1,97 @@
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from podman_emu.errors import ConfigInvalid, UnsupportedLayout
+from podman_emu.podman.layout import Layout, guess_podman_version
+from podman_emu.podman.schema import MachineV2, validate_machine
+from testing.fixtures import FIXTURES, manifest
+
+
+def load(name: str) -> dict[str, Any]:
+    return json.loads((FIXTURES / name).read_text())
+
+
+@pytest.mark.parametrize("entry", manifest(), ids=lambda entry: entry["file"])
+def test_every_fixture_validates_with_its_layout(entry: dict[str, Any]) -> None:
+    layout, machine = validate_machine(Path(entry["file"]), load(entry["file"]))
+    assert layout.value == entry["layout"]
+    assert machine.Name == entry["name"]
+    assert machine.CmdLine[0].endswith("qemu-system-x86_64")
+
+
+@pytest.mark.parametrize(
+    ("fixture", "expected"),
+    [
+        ("podman-3.4-linux-amd64.json", "3.4"),
+        ("podman-4.0-linux-amd64.json", "4.0"),
+        ("podman-4.1-linux-amd64.json", "4.1"),
+        ("podman-4.3-linux-amd64.json", "4.2+"),
+        ("podman-4.8-linux-amd64.json", "4.8+"),
+    ],
+)
+def test_podman_version_is_inferred_from_the_keys(fixture: str, expected: str) -> None:
+    content = load(fixture)
+    layout = Layout.V1 if isinstance(content["ImagePath"], str) else Layout.V2
+    assert guess_podman_version(content, layout) == expected
+
+
+def test_podman5_is_refused_with_the_reason() -> None:
+    with pytest.raises(UnsupportedLayout) as raised:
+        validate_machine(Path("m.json"), {"Version": 1, "Name": "m"})
+    assert "podman 5.x" in raised.value.message
+    assert raised.value.hint is not None and "rebuilds" in raised.value.hint
+
+
+def test_missing_uid_names_the_key_and_explains_the_consequence() -> None:
+    content = load("podman-4.3-linux-amd64.json")
+    del content["UID"]
+    with pytest.raises(ConfigInvalid) as raised:
+        validate_machine(Path("m.json"), content)
+    assert "key 'UID' is missing" in raised.value.message
+    assert raised.value.hint is not None and "incompatible" in raised.value.hint
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "fragment"),
+    [
+        ("Memory", 2048.0, "key 'Memory': input should be a valid integer, found 2048.0"),
+        ("CmdLine", [], "key 'CmdLine'"),
+        ("CmdLine", None, "key 'CmdLine'"),
+        ("CPUs", -1, "key 'CPUs'"),
+        ("ImagePath", "/x", "key 'ImagePath'"),
+        ("Starting", "no", "key 'Starting'"),
+    ],
+)
+def test_wrong_types_name_file_key_expectation_and_value(key: str, value: Any, fragment: str) -> None:
+    content = load("podman-4.3-linux-amd64.json")
+    content[key] = value
+    if key == "ImagePath":
+        content["ConfigPath"] = {"Path": "/x.json"}
+    with pytest.raises(ConfigInvalid) as raised:
+        validate_machine(Path("m.json"), content)
+    assert raised.value.message.startswith("m.json: ")
+    assert fragment in raised.value.message
+
+
+def test_unknown_keys_are_tolerated() -> None:
+    content = load("podman-4.9-linux-amd64.json")
+    content["FutureKey"] = {"x": 1}
+    _, machine = validate_machine(Path("m.json"), content)
+    assert isinstance(machine, MachineV2)
+
+
+def test_case_variant_key_is_refused_not_guessed() -> None:
+    content = load("podman-4.9-linux-amd64.json")
+    content["cmdline"] = content.pop("CmdLine")
+    with pytest.raises(ConfigInvalid) as raised:
+        validate_machine(Path("m.json"), content)
+    assert "'cmdline'" in raised.value.message and "'CmdLine'" in raised.value.message
+
+
+def test_not_a_machine_config() -> None:
+    with pytest.raises(ConfigInvalid) as raised:
+        validate_machine(Path("m.json"), {"hello": "world"})
+    assert "not a podman machine config" in raised.value.message
