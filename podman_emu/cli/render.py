@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from podman_emu.conversion.leftovers import Leftover
     from podman_emu.conversion.plan import Plan
     from podman_emu.conversion.revert import RevertOutcome
+    from podman_emu.conversion.start_helpers import HostPlan
     from podman_emu.images.stream import CachedImage
     from podman_emu.observe.qmp_status import StatusReport
     from podman_emu.report.doctor import DoctorReport
@@ -225,8 +226,9 @@ def print_inspect(report: InspectReport, *, as_json: bool) -> None:
 # --- convert and revert -----------------------------------------------------------------------
 
 
-def _print_plan(plan: Plan, applied: bool) -> bool:
-    """The diff and the file actions; False (after saying so) for a dry run."""
+def _print_plan(plan: Plan, applied: bool, host: HostPlan | None = None) -> bool:
+    """The diff, the file actions and the changes outside the machine JSON; False (after saying
+    so) for a dry run."""
     console = out()
     console.print(argv_diff(plan.argv_before, plan.argv_after))
     console.print(json_diff(plan.before, plan.after, f"{plan.machine}.json"))
@@ -234,6 +236,11 @@ def _print_plan(plan: Plan, applied: bool) -> bool:
         console.print(f"[bold]create[/bold] {action.destination}  ({action.detail})")
     for path in plan.removals:
         console.print(f"[bold]remove[/bold] {path}")
+    from rich.markup import escape  # rich is imported late everywhere here, for start-up speed
+
+    for edit in host.edits if host else []:
+        detail = f"  ({escape(edit.detail)})" if edit.detail else ""
+        console.print(f"[bold]{edit.action}[/bold] {escape(edit.path)}  [dim]{edit.role}[/dim]{detail}")
     for note in plan.notes:
         console.print(f"[dim]note:[/dim] {note}")
     if not applied:
@@ -246,7 +253,7 @@ def print_convert(outcome: ConvertOutcome, *, as_json: bool) -> None:
         print_json(outcome.to_json())
         return
     name = outcome.plan.machine
-    if not _print_plan(outcome.plan, outcome.applied):
+    if not _print_plan(outcome.plan, outcome.applied, outcome.host):
         return
     console = out()
     console.print(f"[green]Converted {name!r}[/green] to an emulated aarch64 machine (-cpu {outcome.profile.cpu}).")
@@ -258,7 +265,7 @@ def print_revert(outcome: RevertOutcome, *, as_json: bool) -> None:
     if as_json:
         print_json(outcome.to_json())
         return
-    if not _print_plan(outcome.plan, outcome.applied):
+    if not _print_plan(outcome.plan, outcome.applied, outcome.host):
         return
     console = out()
     same = " (byte-identical to the original)" if outcome.byte_identical else ""

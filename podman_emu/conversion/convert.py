@@ -13,9 +13,11 @@ from podman_emu import paths
 from podman_emu.conversion import journal as journals
 from podman_emu.conversion.apply import apply_conversion, effective_journal, repair_interrupted
 from podman_emu.conversion.artifacts import console_log_path
+from podman_emu.conversion.helper_registry import RegisteredMachine
 from podman_emu.conversion.journal import Journal
 from podman_emu.conversion.plan import Plan, PlanInputs, plan_conversion
-from podman_emu.conversion.staging import refuse_existing_destinations, stage_files
+from podman_emu.conversion.staging import StagedFile, refuse_existing_destinations, stage_files
+from podman_emu.conversion.start_helpers import HostPlan, with_machine, without_machine
 from podman_emu.errors import ConversionStateError, UsageError
 from podman_emu.fsutil import private_dir
 from podman_emu.host.capabilities import Firmware, QemuCapabilities
@@ -56,6 +58,7 @@ class ConvertOutcome:
     arch: ArchVerdict
     warnings: list[str]
     journal: Journal | None = None
+    host: HostPlan | None = None
 
     @property
     def applied(self) -> bool:
@@ -75,6 +78,7 @@ class ConvertOutcome:
             "firmware": self.firmware.code,
             "disk_format": self.disk_format.describe(),
             "arch_check": {"arch": self.arch.arch, "reason": self.arch.reason},
+            "host_changes": [edit.to_json() for edit in self.host.edits] if self.host else [],
             "warnings": list(self.warnings),
         }
 
@@ -240,7 +244,27 @@ def _stage_and_apply(
         outcome.arch = disk_arch
         _warn_about_arch(disk_arch, inspected.source.path, warn)
     private_dir(paths.state_dir())
-    outcome.journal = apply_conversion(
+    # The launcher goes in before the config names qemu-system-aarch64, so no start of the
+    # converted machine can miss it; it hands any machine not yet emulated to the real gvproxy.
+    outcome.host = with_machine(_registration(machine), dry_run=False)
+    for message in outcome.host.warnings:
+        warn(message)
+    try:
+        outcome.journal = _apply(machine, plan, staged, host, inspected)
+    except BaseException:
+        without_machine(machine.config_path, dry_run=False)
+        raise
+    return outcome
+
+
+def _registration(machine: LoadedMachine) -> RegisteredMachine:
+    return RegisteredMachine(machine.name, str(machine.config_path), str(console_log_path(machine.config_path)))
+
+
+def _apply(
+    machine: LoadedMachine, plan: Plan, staged: list[StagedFile], host: HostChoice, inspected: InspectedSource
+) -> Journal:
+    return apply_conversion(
         machine,
         plan,
         staged,
@@ -253,7 +277,6 @@ def _stage_and_apply(
             "image_format": inspected.format.describe(),
         },
     )
-    return outcome
 
 
 def convert_machine(request: ConvertRequest, warn: Callable[[str], None]) -> ConvertOutcome:
@@ -279,5 +302,8 @@ def convert_machine(request: ConvertRequest, warn: Callable[[str], None]) -> Con
     plan = plan_conversion(machine.document.content, inputs)
     outcome = ConvertOutcome(plan, machine, host.profile, host.firmware, inspected.format, inspected.arch, warnings)
     if request.dry_run:
+        outcome.host = with_machine(_registration(machine), dry_run=True)
+        for message in outcome.host.warnings:
+            keep(message)
         return outcome
     return _stage_and_apply(outcome, request, host, inspected, keep)

@@ -10,6 +10,7 @@ from podman_emu.conversion import journal as journals
 from podman_emu.conversion.apply import apply_revert, effective_journal, repair_interrupted
 from podman_emu.conversion.artifacts import is_emulated
 from podman_emu.conversion.plan import NativeConfig, Plan, plan_revert
+from podman_emu.conversion.start_helpers import HostPlan, without_machine
 from podman_emu.errors import ConversionStateError
 from podman_emu.podman.machines import LoadedMachine, load_machine
 from podman_emu.podman.running import refuse_if_busy
@@ -23,6 +24,7 @@ class RevertOutcome:
     removed: list[str] = field(default_factory=list)
     kept: list[str] = field(default_factory=list)
     applied: bool = False
+    host: HostPlan | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -30,6 +32,7 @@ class RevertOutcome:
             "byte_identical_to_original": self.byte_identical,
             "removed": self.removed if self.applied else self.plan.removals,
             "kept": self.kept,
+            "host_changes": [edit.to_json() for edit in self.host.edits] if self.host else [],
         }
 
 
@@ -64,7 +67,10 @@ def revert_machine(name: str, *, delete_disk: bool, dry_run: bool) -> RevertOutc
         kept=kept,
     )
     if dry_run:
+        outcome.host = without_machine(machine.config_path, dry_run=True)
         return outcome
     outcome.removed = apply_revert(machine, plan, journal, delete_disk=delete_disk)
     outcome.applied = True
+    # After the config: until it is native again, its starts still need the launcher.
+    outcome.host = without_machine(machine.config_path, dry_run=False)
     return outcome

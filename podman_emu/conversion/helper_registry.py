@@ -1,0 +1,106 @@
+"""podman-emu's record of the start helpers it installed for a user: which machines are emulated,
+where the launcher and the containers.conf drop-in are, and which directories it created for
+them. It is the journal of everything outside the machine JSON that a conversion changes, and
+the gvproxy launcher reads it at every `podman machine start`, so it is stdlib-only and cheap.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from podman_emu import paths
+
+SCHEMA = 1
+
+
+@dataclass(frozen=True)
+class RegisteredMachine:
+    name: str
+    config_path: str
+    console_log: str
+
+
+@dataclass
+class Registry:
+    helper_dir: str  # podman-emu's directory, first in podman's helper_binaries_dir
+    next_helper_dirs: list[str]  # the list podman used before: where the real gvproxy is found
+    dropin: str
+    created_dirs: list[str] = field(default_factory=list)  # removed (if empty) with the last machine
+    machines: list[RegisteredMachine] = field(default_factory=list)
+    schema: int = SCHEMA
+
+    def to_json(self) -> bytes:
+        return (json.dumps(asdict(self), indent=1) + "\n").encode()
+
+    def machine_for_pid_file(self, pid_file: str) -> RegisteredMachine | None:
+        """The emulated machine whose gvproxy podman 4.x is starting: podman passes the
+        machine's `PidFilePath` as gvproxy's -pid-file."""
+        for machine in self.machines:
+            if _config_value(machine.config_path, "PidFilePath") == pid_file:
+                return machine
+        return None
+
+
+class RegistryDamaged(ValueError):
+    pass
+
+
+def _config_value(config_path: str, key: str) -> str | None:
+    try:
+        with open(config_path, "rb") as handle:
+            content = json.load(handle)
+        value = content.get(key)
+        return value.get("Path") if isinstance(value, dict) else value
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def helpers_root() -> Path:
+    return paths.state_dir() / "start-helpers"
+
+
+def registry_path() -> Path:
+    return helpers_root() / "registry.json"
+
+
+def launcher_dir() -> Path:
+    return helpers_root() / "bin"
+
+
+def forward_state_path(config_path: Path) -> Path:
+    return helpers_root() / "forward" / f"{paths.machine_key(config_path)}.json"
+
+
+def gvproxy_log_path(config_path: Path) -> Path:
+    return helpers_root() / "logs" / f"{paths.machine_key(config_path)}-gvproxy.log"
+
+
+def parse_registry(raw: bytes) -> Registry:
+    try:
+        data: dict[str, Any] = json.loads(raw)
+        if data.get("schema") != SCHEMA:
+            raise RegistryDamaged(f"unknown schema {data.get('schema')!r}")
+        data["machines"] = [RegisteredMachine(**item) for item in data.get("machines", [])]
+        return Registry(**data)
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise RegistryDamaged(str(exc)) from None
+
+
+def read_registry(path: Path | None = None) -> Registry | None:
+    """None when there is none; RegistryDamaged when there is one that cannot be trusted."""
+    target = path or registry_path()
+    try:
+        fd = os.open(target, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise RegistryDamaged(f"cannot open {target}: {exc.strerror}") from None
+    try:
+        with os.fdopen(fd, "rb") as handle:
+            return parse_registry(handle.read(1 << 20))
+    except OSError as exc:
+        raise RegistryDamaged(f"cannot read {target}: {exc.strerror}") from None
