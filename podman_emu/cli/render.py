@@ -430,7 +430,21 @@ def status_rows(report: StatusReport) -> list[tuple[str, str]]:
         state += f" ({'; '.join(report.run.evidence)})"
     rows = [("name", report.name), ("emulation", report.emulation), ("state", state)]
     rows += _live_qemu_rows(report) if report.qemu.reachable else _silent_qemu_rows(report)
-    return rows + _console_rows(report)
+    return rows + _network_rows(report) + _console_rows(report)
+
+
+def _network_rows(report: StatusReport) -> list[tuple[str, str]]:
+    network = report.network
+    if network is None:
+        return []
+    launcher = "through podman-emu's launcher" if network.launcher_registered else "not registered with podman-emu"
+    gvproxy = f"pid {network.gvproxy_pid}, {launcher}" if network.gvproxy_pid else f"not running ({launcher})"
+    rows = [("gvproxy", gvproxy), ("API forward", network.forward_text)]
+    if network.problem:
+        rows.append(("problem", network.problem))
+    if network.recovery:
+        rows.append(("recover", network.recovery))
+    return rows
 
 
 def print_status(report: StatusReport, *, as_json: bool) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 from podman_emu import paths
 
 SCHEMA = 1
+EVENTS_KEPT = 20
 
 
 @dataclass(frozen=True)
@@ -104,3 +106,28 @@ def read_registry(path: Path | None = None) -> Registry | None:
             return parse_registry(handle.read(1 << 20))
     except OSError as exc:
         raise RegistryDamaged(f"cannot read {target}: {exc.strerror}") from None
+
+
+@dataclass
+class ForwardState:
+    phase: str  # waiting-for-sshd | forwarding | stopped | failed
+    gvproxy_pid: int
+    socks: list[str]
+    started_at: float = field(default_factory=time.time)
+    attempts: int = 0
+    last_error: str = ""
+    forward_up_at: float | None = None
+    events: list[str] = field(default_factory=list)
+
+    def note(self, event: str) -> None:
+        self.events = [*self.events, f"{time.strftime('%H:%M:%S')} {event}"][-EVENTS_KEPT:]
+
+
+def read_forward_state(path: Path) -> ForwardState | None:
+    try:
+        # Non-blocking and no-follow: whatever is planted at this path, a read command returns.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
+        with os.fdopen(fd, "rb") as handle:
+            return ForwardState(**json.loads(handle.read(1 << 20)))
+    except (OSError, ValueError, TypeError):
+        return None

@@ -155,9 +155,9 @@ def plan_host(machines: Sequence[RegisteredMachine]) -> HostPlan:
         )
     created = list(before.created_dirs) if before else []
     for directory in [*_missing_dirs(dropin.parent), *_missing_dirs(bin_dir)]:
+        plan.edits.append(HostEdit("directory", str(directory), "create"))
         if str(directory) not in created:
             created.append(str(directory))
-            plan.edits.append(HostEdit("directory", str(directory), "create"))
     registry = Registry(
         helper_dir=str(bin_dir),
         next_helper_dirs=next_dirs,
@@ -200,9 +200,10 @@ def _lock() -> contextlib.AbstractContextManager[None]:
 
 def _write(plan: HostPlan) -> None:
     assert plan.registry is not None
-    for edit in plan.edits:
-        if edit.role == "directory" and edit.action == "create":
-            os.makedirs(edit.path, mode=0o700, exist_ok=True)
+    # Every file's directory, not only those this plan creates: a revert killed part-way may
+    # have removed a directory the registry still records as made.
+    for path in plan.files:
+        os.makedirs(Path(path).parent, mode=0o700, exist_ok=True)
     # The registry first: whatever is on disk after a crash is recorded in it.
     write_private(registry_path(), plan.files[str(registry_path())])
     for path, content in plan.files.items():

@@ -16,12 +16,13 @@ import os
 import subprocess
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from podman_emu.conversion.helper_registry import ForwardState
 
 PROBE_INTERVAL_S = 2.0
 PROBE_TIMEOUT_S = 20.0
-EVENTS_KEPT = 20
 
 
 @dataclass(frozen=True)
@@ -31,29 +32,6 @@ class ForwardRequest:
     user: str
     identity: str
     ssh_port: int
-
-
-@dataclass
-class ForwardState:
-    phase: str  # waiting-for-sshd | forwarding | stopped | failed
-    gvproxy_pid: int
-    socks: list[str]
-    started_at: float = field(default_factory=time.time)
-    attempts: int = 0
-    last_error: str = ""
-    forward_up_at: float | None = None
-    events: list[str] = field(default_factory=list)
-
-    def note(self, event: str) -> None:
-        self.events = [*self.events, f"{time.strftime('%H:%M:%S')} {event}"][-EVENTS_KEPT:]
-
-
-def read_state(path: Path) -> ForwardState | None:
-    try:
-        with open(path, "rb") as handle:
-            return ForwardState(**json.load(handle))
-    except (OSError, ValueError, TypeError):
-        return None
 
 
 def _save(path: Path, state: ForwardState) -> None:

@@ -27,6 +27,7 @@ from podman_emu.conversion.artifacts import configured_console_log, console_log_
 from podman_emu.conversion.journal import emulation_status
 from podman_emu.observe.boot_stage import BootProgress, last_boot
 from podman_emu.observe.console_log import log_files, rotate_if_large
+from podman_emu.observe.network import NetworkReport, network_report
 from podman_emu.podman.machines import ConfiguredQemu, load_machine
 from podman_emu.podman.running import RunCheck, RunState, live_pid, run_state
 from podman_emu.qemu.argv import first_value
@@ -291,6 +292,7 @@ class StatusReport:
     pid: int | None
     uptime_s: float | None
     console: ConsoleReport
+    network: NetworkReport | None = None  # emulated machines: gvproxy and the API forward
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -303,6 +305,7 @@ class StatusReport:
             "qmp_socket": self.qmp_socket,
             "qemu": {**self.qemu.to_json(), "pid": self.pid, "uptime_s": self.uptime_s},
             "console": self.console.to_json(),
+            "network": self.network.to_json() if self.network else None,
         }
 
 
@@ -330,4 +333,5 @@ def machine_status(name: str) -> StatusReport:
         pid=pid,
         uptime_s=round(process_uptime(pid, pid_file) or 0.0, 1) if pid is not None else None,
         console=console_report(log),
+        network=network_report(machine, check) if is_emulated(machine.document.content) else None,
     )

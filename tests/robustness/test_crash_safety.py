@@ -83,7 +83,9 @@ class Scenario:
         """Make the sandbox equal to a template again. Only the dirs podman-emu writes are synced,
         and directories are kept when they can be (removing one costs milliseconds here)."""
         template = self.template(which)
-        for directory in (self.box.config_dir, self.box.data_dir, self.box.state_dir):
+        # containers.conf.d: where convert registers the gvproxy launcher (conversion.start_helpers).
+        dropins = self.box.home / ".config" / "containers" / "containers.conf.d"
+        for directory in (self.box.config_dir, self.box.data_dir, self.box.state_dir, dropins):
             _sync_tree(template / directory.relative_to(self.box.root), directory)
 
     def big_files(self) -> dict[str, str]:

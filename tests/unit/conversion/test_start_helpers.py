@@ -57,7 +57,7 @@ def test_the_dropin_puts_podman_emu_first_then_the_users_own_list(
 ) -> None:
     podman_home.install("podman-4.3-linux-amd64.json", "m")
     convert("m", blank_aarch64_disk)
-    dirs = tomlkit.parse(dropin_path().read_text())["engine"]["helper_binaries_dir"]  # type: ignore[index]
+    dirs = tomlkit.parse(dropin_path().read_text())["engine"]["helper_binaries_dir"]
     registry = read_registry()
     assert registry is not None
     assert list(dirs) == [registry.helper_dir, "/opt/podman/qemu/bin", "/usr/libexec/podman"]
