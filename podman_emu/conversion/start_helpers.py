@@ -23,10 +23,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+import podman_emu
 from podman_emu.conversion.helper_registry import (
     RegisteredMachine,
     Registry,
     RegistryDamaged,
+    forward_state_path,
+    gvproxy_log_path,
     helpers_root,
     launcher_dir,
     read_registry,
@@ -77,10 +80,17 @@ def current_registry() -> Registry | None:
         raise _damaged(error) from None
 
 
-def launcher_source(registry_file: Path, fallback_dirs: Sequence[str], python: str) -> bytes:
+def package_root() -> str:
+    """The directory podman-emu is imported from, so the launcher finds the same code even when
+    it is not installed in `python`'s site-packages (run from a checkout, PYTHONPATH)."""
+    return str(Path(podman_emu.__file__).resolve().parent.parent)
+
+
+def launcher_source(registry_file: Path, fallback_dirs: Sequence[str], python: str, root: str | None = None) -> bytes:
     """The launcher podman runs as `gvproxy`. It must never take a native machine down with it:
     if podman-emu cannot be imported (uninstalled, a broken venv), it hands over to the real
-    gvproxy from the list podman used before."""
+    gvproxy from the list podman used before. `-I`: podman's environment (PYTHONPATH, the
+    working directory) must not decide which code runs."""
     return f'''#!{python} -I
 # podman-emu's gvproxy launcher: podman finds it through {dropin_path()}.
 # Machines podman-emu converted get gvproxy without its early API forward (podman-emu brings the
@@ -90,6 +100,9 @@ import sys
 
 REGISTRY = {str(registry_file)!r}
 FALLBACK_DIRS = {list(fallback_dirs)!r}
+PACKAGE_ROOT = {root!r}
+if PACKAGE_ROOT:
+    sys.path.insert(0, PACKAGE_ROOT)
 try:
     from podman_emu.helpers.gvproxy_shim import main
 except Exception as error:
@@ -170,7 +183,7 @@ def plan_host(machines: Sequence[RegisteredMachine]) -> HostPlan:
         str(registry_path()): ("start-helper registry", registry.to_json(), f"machines: {', '.join(names)}"),
         str(bin_dir / LAUNCHER_NAME): (
             "gvproxy launcher",
-            launcher_source(registry_path(), next_dirs, sys.executable),
+            launcher_source(registry_path(), next_dirs, sys.executable, package_root()),
             f"real gvproxy from {', '.join(next_dirs)}",
         ),
         str(dropin): (
@@ -259,9 +272,21 @@ def without_machine(config_path: Path, *, dry_run: bool) -> HostPlan:
     with contextlib.nullcontext() if dry_run else _lock():
         machines = [m for m in _registered() if m.config_path != str(config_path)]
         plan = plan_host(machines)
-        if not dry_run and (plan.edits or plan.registry is None):
-            _apply(plan)
+        records = [path for path in machine_records(config_path) if path.exists()]
+        plan.edits += [HostEdit("start record", str(path), "remove") for path in records]
+        if not dry_run:
+            if plan.edits or plan.registry is None:
+                _apply(plan)
+            for path in records:
+                remove_quietly(path)
         return plan
+
+
+def machine_records(config_path: Path) -> list[Path]:
+    """What the launcher and forwarder write for one machine at its starts."""
+    state = forward_state_path(config_path)
+    log = gvproxy_log_path(config_path)
+    return [state, state.with_suffix(".log"), log, log.with_name(log.name + ".1")]
 
 
 def registered(config_path: Path) -> bool:

@@ -175,7 +175,9 @@ def run(requests: Sequence[ForwardRequest], gvproxy_pid: int, state_file: Path) 
                 os.unlink(request.sock)
         if state.phase != "stopped":
             state.phase = "failed"
-        _save(state_file, state)
+        # A revert right after `machine stop` removes the record; it must not come back.
+        if state_file.exists():
+            _save(state_file, state)
     return 0
 
 
