@@ -155,9 +155,23 @@ def guest_image(e2e_prerequisites: None) -> GuestImage:
 
 @pytest.fixture(scope="session")
 def e2e_user(e2e_prerequisites: None) -> Iterator[E2EUser]:
+    """A user whose podman runs the gvproxy stand-in (the busybox guest has no sshd)."""
+    with _throwaway_e2e_user(with_standin=True) as user:
+        yield user
+
+
+@pytest.fixture(scope="session")
+def real_user(e2e_prerequisites: None) -> Iterator[E2EUser]:
+    """A user with podman's own configuration: the real gvproxy, no containers.conf of ours."""
+    with _throwaway_e2e_user(with_standin=False, prefix="pemr") as user:
+        yield user
+
+
+@contextlib.contextmanager
+def _throwaway_e2e_user(*, with_standin: bool, prefix: str = "pemu") -> Iterator[E2EUser]:
     log_dir = session_log_dir()
     try:
-        throwaway = ThrowawayUser.create(prefix="pemu")
+        throwaway = ThrowawayUser.create(prefix=prefix)
     except subprocess.CalledProcessError as exc:
         pytest.fail(f"useradd failed: {exc.stderr!r}", pytrace=False)
     user: E2EUser | None = None
@@ -167,19 +181,9 @@ def e2e_user(e2e_prerequisites: None) -> Iterator[E2EUser]:
         home = throwaway.home
         runtime_dir = throwaway.runtime_dir
 
-        # The stand-in must be readable by the user wherever the clone lives, so it is copied.
         helper_dir = home / "podman-emu-e2e-helpers"
-        helper_dir.mkdir()
-        shutil.copy2(E2E_DIR / "gvproxy_standin.py", helper_dir / "gvproxy_standin.py")
-        wrapper = helper_dir / "gvproxy"
-        wrapper.write_text(f'#!/bin/sh\nexec /usr/bin/python3 {helper_dir / "gvproxy_standin.py"} "$@"\n')
-        wrapper.chmod(0o755)
-        conf_dir = home / ".config" / "containers"
-        conf_dir.mkdir(parents=True)
-        dirs = ", ".join(json.dumps(d) for d in [str(helper_dir), *PODMAN_DEFAULT_HELPER_DIRS])
-        (conf_dir / "containers.conf").write_text(f"[engine]\nhelper_binaries_dir = [{dirs}]\n")
-        for path in [home / ".config", *home.joinpath(".config").rglob("*"), helper_dir, *helper_dir.iterdir()]:
-            os.chown(path, entry.pw_uid, entry.pw_gid)
+        if with_standin:
+            _install_standin(home, helper_dir, entry.pw_uid, entry.pw_gid)
 
         # podman-emu runs as the user from a copy of the package the user can read.
         emu_src = Path(tempfile.mkdtemp(prefix="podman-emu-e2e-src-"))
@@ -218,6 +222,21 @@ def e2e_user(e2e_prerequisites: None) -> Iterator[E2EUser]:
         yield user
     finally:
         _teardown_user(throwaway, user, emu_src, log_dir)
+
+
+def _install_standin(home: Path, helper_dir: Path, uid: int, gid: int) -> None:
+    # The stand-in must be readable by the user wherever the clone lives, so it is copied.
+    helper_dir.mkdir()
+    shutil.copy2(E2E_DIR / "gvproxy_standin.py", helper_dir / "gvproxy_standin.py")
+    wrapper = helper_dir / "gvproxy"
+    wrapper.write_text(f'#!/bin/sh\nexec /usr/bin/python3 {helper_dir / "gvproxy_standin.py"} "$@"\n')
+    wrapper.chmod(0o755)
+    conf_dir = home / ".config" / "containers"
+    conf_dir.mkdir(parents=True)
+    dirs = ", ".join(json.dumps(d) for d in [str(helper_dir), *PODMAN_DEFAULT_HELPER_DIRS])
+    (conf_dir / "containers.conf").write_text(f"[engine]\nhelper_binaries_dir = [{dirs}]\n")
+    for path in [home / ".config", *home.joinpath(".config").rglob("*"), helper_dir, *helper_dir.iterdir()]:
+        os.chown(path, uid, gid)
 
 
 def _teardown_user(throwaway: ThrowawayUser, user: E2EUser | None, emu_src: Path | None, log_dir: Path) -> None:
