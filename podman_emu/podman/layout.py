@@ -14,7 +14,7 @@ from podman_emu.errors import ConfigInvalid, UnsupportedLayout
 
 
 class Layout(enum.Enum):
-    V1 = "v1"  # podman 3.4 / 4.0
+    V1 = "v1"  # podman 3.3 / 3.4 / 4.0
     V2 = "v2"  # podman 4.1 – 4.9
 
 
@@ -33,7 +33,11 @@ PODMAN_KEYS = frozenset(
 def guess_podman_version(content: Mapping[str, Any], layout: Layout) -> str:
     """The oldest podman release line that writes exactly these keys (files carry no version)."""
     if layout is Layout.V1:
-        return "4.0" if "Mounts" in content or "Rootful" in content else "3.4"
+        if "Mounts" in content or "Rootful" in content:
+            return "4.0"
+        if "DiskSize" not in content:
+            return "3.3"
+        return "3.4" if "ImageStream" in content else "3.4.0-3.4.4"
     if "USBs" in content:
         return "4.8+"
     if "HostUserModified" in content:

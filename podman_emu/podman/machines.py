@@ -56,7 +56,7 @@ class ConfigSummary:
     CmdLine: list[str]
     CPUs: int
     Memory: int
-    DiskSize: int
+    DiskSize: int | None
     image_path: str
     qmp_socket: str
     pid_files: list[str]
@@ -72,7 +72,7 @@ class ConfigSummary:
             CmdLine=list(content["CmdLine"]),
             CPUs=content["CPUs"],
             Memory=content["Memory"],
-            DiskSize=content["DiskSize"],
+            DiskSize=content.get("DiskSize"),
             image_path=image_path(content),
             qmp_socket=path_value(content["QMPMonitor"]["Address"]),
             pid_files=list(pid_files.values()),
