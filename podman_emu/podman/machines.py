@@ -181,7 +181,14 @@ def load_machine_file(path: Path) -> LoadedMachine:
 
 
 def load_machine(name: str) -> LoadedMachine:
-    return load_machine_file(config_path_for(name))
+    path = config_path_for(name)
+    if not path.exists():
+        # Not a qemu machine: a machine of another provider gets its own answer (the 5.x refusal
+        # names the provider and what applies there) instead of "no machine config".
+        for directory in paths.other_provider_config_dirs():
+            if (directory / path.name).is_file():
+                return load_machine_file(directory / path.name)
+    return load_machine_file(path)
 
 
 def config_files() -> list[Path]:
