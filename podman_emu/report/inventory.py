@@ -12,7 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from podman_emu.conversion import journal as journals
-from podman_emu.conversion.artifacts import configured_console_log, console_log_path, journal_path, machine_kind, native_arm64_explanation
+from podman_emu.conversion.artifacts import (
+    configured_console_log,
+    console_log_path,
+    journal_path,
+    machine_kind,
+    native_arm64_explanation,
+)
 from podman_emu.conversion.journal import emulation_status
 from podman_emu.observe.boot_stage import last_boot
 from podman_emu.observe.console_log import rotate_if_large

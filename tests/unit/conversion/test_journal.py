@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 
 from podman_emu.conversion import journal as journals
-from podman_emu.conversion.artifacts import journal_path
-from podman_emu.conversion.artifacts import MachineKind
+from podman_emu.conversion.artifacts import MachineKind, journal_path
 from podman_emu.conversion.journal import CreatedFile, Journal, Status, emulation_status, settle_journal
 from podman_emu.errors import ConversionStateError
 from testing.podman_home import Sandbox
