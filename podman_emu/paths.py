@@ -12,6 +12,9 @@ import os
 from pathlib import Path
 
 PODMAN_MACHINE_SUBDIR = Path("containers", "podman", "machine", "qemu")
+# The config dirs of podman's other machine providers (podman 5.x macOS and Windows, and 4.x
+# WSL/applehv): podman-emu converts none of them, but names a machine found there.
+OTHER_PROVIDER_DIRS = ("applehv", "libkrun", "wsl", "hyperv")
 APP_NAME = "podman-emu"
 
 
@@ -26,6 +29,10 @@ def _xdg_dir(variable: str, home_relative: str) -> Path:
 def podman_config_dir() -> Path:
     """Where podman 4.x keeps NAME.json, NAME.ign and NAME.lock."""
     return _xdg_dir("XDG_CONFIG_HOME", ".config") / PODMAN_MACHINE_SUBDIR
+
+
+def other_provider_config_dirs() -> list[Path]:
+    return [podman_config_dir().parent / provider for provider in OTHER_PROVIDER_DIRS]
 
 
 def podman_data_dir() -> Path:

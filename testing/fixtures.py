@@ -10,12 +10,24 @@ REPO = Path(__file__).resolve().parent.parent
 FIXTURES = REPO / "fixtures" / "configs"
 
 
-def manifest() -> list[dict[str, Any]]:
+def all_entries() -> list[dict[str, Any]]:
+    """Every fixture, whatever podman-emu does with it (`expect`: "convert", "native-arm64" =
+    refused because the machine already runs arm64 natively, "no-route" = a podman 5.x machine)."""
     entries: list[dict[str, Any]] = json.loads((FIXTURES / "manifest.json").read_text())
     return entries
 
 
+def manifest() -> list[dict[str, Any]]:
+    """The fixtures podman-emu converts (the x86_64 machines of podman 3.3 – 4.9)."""
+    return entries_expecting("convert")
+
+
+def entries_expecting(expect: str) -> list[dict[str, Any]]:
+    return [entry for entry in all_entries() if entry["expect"] == expect]
+
+
 def fixture_files() -> list[str]:
+    """The files of the fixtures podman-emu converts."""
     return [entry["file"] for entry in manifest()]
 
 

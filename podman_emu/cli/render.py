@@ -206,7 +206,7 @@ def print_inspect(report: InspectReport, *, as_json: bool) -> None:
         ("cpu", configured.cpu),
         ("cpus", configured.cpus),
         ("memory_mib", configured.memory_mib),
-        ("disk_gib", row.disk_gib),
+        ("disk_gib", row.disk_gib if row.disk_gib is not None else "not recorded (podman 3.3 kept no DiskSize)"),
         ("image", report.image),
         ("console_log", report.console_log),
     ]
@@ -214,6 +214,8 @@ def print_inspect(report: InspectReport, *, as_json: bool) -> None:
         console.print(f"[bold]{key:>12}[/bold]  {value}")
     for line in report.state_evidence:
         console.print(f"{'':>12}  {line}")
+    for note in report.notes:
+        console.print(f"[bold]{'note':>12}[/bold]  {note}")
     journal = report.journal
     if journal is not None:
         console.print(f"[bold]{'journal':>12}[/bold]  {journal.path} ({journal.status}, {journal.converted_at})")

@@ -9,17 +9,53 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from podman_emu import paths
-from podman_emu.qemu.argv import suboption
+from podman_emu.errors import ConversionStateError
+from podman_emu.qemu.argv import HOST_ACCELERATORS, accelerators, suboption
 
 CONSOLE_CHARDEV_ID = "podman-emu-console"
 
+# native: the host's own arch (x86_64 here); native-arm64: qemu-system-aarch64 on a host
+# accelerator (an Apple-silicon Mac); emulated: qemu-system-aarch64 under TCG only.
+MachineKind = Literal["native", "native-arm64", "emulated"]
+
+
+def machine_kind(content: Mapping[str, Any]) -> MachineKind:
+    """What a (validated) config's argv does. The binary's name alone is not enough: podman on an
+    Apple-silicon Mac writes qemu-system-aarch64 too, with `-accel hvf -accel tcg`, where TCG is
+    only the fallback of a native machine."""
+    argv = [str(element) for element in content["CmdLine"]]
+    if not os.path.basename(argv[0]).startswith("qemu-system-aarch64"):
+        return "native"
+    if any(accel in HOST_ACCELERATORS for accel in accelerators(argv)):
+        return "native-arm64"
+    return "emulated"
+
 
 def is_emulated(content: Mapping[str, Any]) -> bool:
-    """Does this (validated) config run qemu-system-aarch64?"""
-    return os.path.basename(str(content["CmdLine"][0])).startswith("qemu-system-aarch64")
+    """Does this (validated) config run qemu-system-aarch64 under TCG, as a converted machine does?"""
+    return machine_kind(content) == "emulated"
+
+
+def native_arm64_explanation(name: str, argv: Sequence[str]) -> str:
+    host = next(accel for accel in accelerators(argv) if accel in HOST_ACCELERATORS)
+    return (
+        f"{name!r} is a native arm64 machine ({os.path.basename(argv[0])} on the host accelerator {host}): "
+        "arm64 containers already run natively in it, so there is nothing to convert (or revert)"
+    )
+
+
+def refuse_native_arm64(content: Mapping[str, Any]) -> None:
+    if machine_kind(content) != "native-arm64":
+        return
+    raise ConversionStateError(
+        "machine " + native_arm64_explanation(str(content["Name"]), content["CmdLine"]),
+        hint="Nothing was changed. Run arm64 containers in it as they are (`podman run --rm "
+        "docker.io/library/alpine uname -m` prints aarch64); podman-emu is for x86_64 hosts, whose "
+        "machines cannot run an arm64 guest natively.",
+    )
 
 
 def configured_console_log(argv: Sequence[str]) -> str | None:

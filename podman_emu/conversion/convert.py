@@ -12,7 +12,7 @@ from typing import Any
 from podman_emu import paths
 from podman_emu.conversion import journal as journals
 from podman_emu.conversion.apply import apply_conversion, effective_journal, repair_interrupted
-from podman_emu.conversion.artifacts import console_log_path
+from podman_emu.conversion.artifacts import console_log_path, refuse_native_arm64
 from podman_emu.conversion.helper_registry import RegisteredMachine
 from podman_emu.conversion.journal import Journal
 from podman_emu.conversion.plan import Plan, PlanInputs, plan_conversion
@@ -176,6 +176,8 @@ def _refuse_foreign_owner(machine: LoadedMachine) -> None:
 
 def _load_convertible(request: ConvertRequest) -> LoadedMachine:
     machine = load_machine(request.name)
+    # Before anything about the host: whatever this host has, such a machine needs no conversion.
+    refuse_native_arm64(machine.document.content)
     _refuse_foreign_owner(machine)
     # A running machine is refused first: whatever else is true, nothing can change while it runs.
     refuse_if_busy(machine.name, machine.config, "convert")

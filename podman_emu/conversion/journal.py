@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
-from podman_emu.conversion.artifacts import journal_dir, journal_path
+from podman_emu.conversion.artifacts import MachineKind, journal_dir, journal_path
 from podman_emu.errors import ConversionStateError
 from podman_emu.fsutil import remove_quietly, write_private
 
@@ -122,9 +122,13 @@ def settle_journal(journal: Journal | None, *, current_sha256: str, emulated: bo
     return None
 
 
-def emulation_status(journal: Journal | None, *, current_sha256: str, emulated: bool) -> str:
-    """native, emulated, emulated-unmanaged (aarch64 without a journal), or an interrupted state."""
+def emulation_status(journal: Journal | None, *, current_sha256: str, kind: MachineKind) -> str:
+    """native, native-arm64, emulated, emulated-unmanaged (aarch64 under TCG without a journal), or
+    an interrupted state."""
+    emulated = kind == "emulated"
     if journal is None:
+        if kind == "native-arm64":
+            return "native-arm64"
         return "emulated-unmanaged" if emulated else "native"
     if journal.status == "converting":
         if current_sha256 == journal.original_sha256:

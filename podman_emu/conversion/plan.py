@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 import jsonpatch
 
-from podman_emu.conversion.artifacts import is_emulated
+from podman_emu.conversion.artifacts import is_emulated, refuse_native_arm64
 from podman_emu.conversion.rewrite import DiskContainer, rewrite_argv
 from podman_emu.errors import ConfigInvalid, ConversionStateError
 from podman_emu.host.capabilities import Firmware
@@ -110,6 +110,7 @@ def aarch64_file_paths(content: JsonObject, disk_container: DiskContainer) -> tu
 def plan_conversion(content: JsonObject, inputs: PlanInputs) -> Plan:
     argv = list(content["CmdLine"])
     machine_options(argv)
+    refuse_native_arm64(content)
     if is_emulated(content):
         raise ConversionStateError(
             f"machine {content['Name']!r} already runs qemu-system-aarch64 ({argv[0]})",

@@ -8,7 +8,7 @@ from typing import Any
 
 from podman_emu.conversion import journal as journals
 from podman_emu.conversion.apply import apply_revert, effective_journal, repair_interrupted
-from podman_emu.conversion.artifacts import is_emulated
+from podman_emu.conversion.artifacts import is_emulated, refuse_native_arm64
 from podman_emu.conversion.plan import NativeConfig, Plan, plan_revert
 from podman_emu.conversion.start_helpers import HostPlan, without_machine
 from podman_emu.errors import ConversionStateError
@@ -42,6 +42,7 @@ def revert_machine(name: str, *, delete_disk: bool, dry_run: bool) -> RevertOutc
         repair_interrupted(machine)
     journal = effective_journal(machine, journals.load_journal(machine.config_path))
     if journal is None:
+        refuse_native_arm64(machine.document.content)
         if is_emulated(machine.document.content):
             raise ConversionStateError(
                 f"machine {name!r} runs qemu-system-aarch64, but podman-emu has no record of converting it",

@@ -18,7 +18,14 @@ from pathlib import Path
 from typing import BinaryIO
 
 from podman_emu.conversion import journal as journals
-from podman_emu.conversion.artifacts import configured_console_log, console_log_path, is_emulated, rotated_path
+from podman_emu.conversion.artifacts import (
+    configured_console_log,
+    console_log_path,
+    is_emulated,
+    machine_kind,
+    native_arm64_explanation,
+    rotated_path,
+)
 from podman_emu.errors import NoConsoleLog
 from podman_emu.observe.console_log import rotate_if_large
 from podman_emu.observe.sanitize import Sanitizer
@@ -53,6 +60,12 @@ def machine_console(name: str) -> MachineConsole:
             f"machine {name!r} runs qemu-system-aarch64 without podman-emu's console log",
             hint=f"It was not converted by podman-emu (or its journal is gone). `podman-emu revert {name}` "
             f"and `podman-emu convert {name}` give it one.",
+        )
+    if machine_kind(machine.document.content) == "native-arm64":
+        raise NoConsoleLog(
+            f"machine {native_arm64_explanation(name, machine.config.CmdLine)}; podman-emu only logs "
+            "the console of machines it converted",
+            hint="Podman itself starts machines without a serial console log.",
         )
     raise NoConsoleLog(
         f"machine {name!r} is native; podman-emu only logs the console of machines it converted",

@@ -23,7 +23,7 @@ from typing import Any
 from qemu.qmp import ExecuteError, QMPClient
 
 from podman_emu.conversion import journal as journals
-from podman_emu.conversion.artifacts import configured_console_log, console_log_path, is_emulated
+from podman_emu.conversion.artifacts import configured_console_log, console_log_path, machine_kind
 from podman_emu.conversion.journal import emulation_status
 from podman_emu.observe.boot_stage import BootProgress, last_boot
 from podman_emu.observe.console_log import log_files, rotate_if_large
@@ -324,7 +324,7 @@ def machine_status(name: str) -> StatusReport:
     return StatusReport(
         name=machine.name,
         emulation=emulation_status(
-            journal, current_sha256=machine.document.sha256, emulated=is_emulated(machine.document.content)
+            journal, current_sha256=machine.document.sha256, kind=machine_kind(machine.document.content)
         ),
         run=check,
         configured=ConfiguredQemu.of(machine.config),

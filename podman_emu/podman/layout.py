@@ -10,11 +10,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from podman_emu.errors import ConfigInvalid, UnsupportedLayout
+from podman_emu.errors import ConfigInvalid
+from podman_emu.podman.podman5 import refuse_podman5
 
 
 class Layout(enum.Enum):
-    V1 = "v1"  # podman 3.4 / 4.0
+    V1 = "v1"  # podman 3.3 / 3.4 / 4.0
     V2 = "v2"  # podman 4.1 – 4.9
 
 
@@ -33,7 +34,11 @@ PODMAN_KEYS = frozenset(
 def guess_podman_version(content: Mapping[str, Any], layout: Layout) -> str:
     """The oldest podman release line that writes exactly these keys (files carry no version)."""
     if layout is Layout.V1:
-        return "4.0" if "Mounts" in content or "Rootful" in content else "3.4"
+        if "Mounts" in content or "Rootful" in content:
+            return "4.0"
+        if "DiskSize" not in content:
+            return "3.3"
+        return "3.4" if "ImageStream" in content else "3.4.0-3.4.4"
     if "USBs" in content:
         return "4.8+"
     if "HostUserModified" in content:
@@ -62,12 +67,7 @@ def refuse_case_variants(path: Path, content: Mapping[str, Any]) -> None:
 def detect_layout(path: Path, content: Mapping[str, Any]) -> Layout:
     version = content.get("Version")
     if isinstance(version, int) and not isinstance(version, bool) and version >= 1:
-        raise UnsupportedLayout(
-            f'{path}: this is a podman 5.x machine config ("Version": {version})',
-            hint="podman 5 stores no qemu command line: it rebuilds it from compiled-in options at "
-            "every start (and on macOS it has no qemu provider at all), so there is nothing to "
-            "convert. Use podman 4.9 with its qemu provider for an emulated aarch64 machine.",
-        )
+        refuse_podman5(path, content)
     # ConfigPath exists only in the 4.1+ layout, so it decides even when ImagePath has a wrong type.
     image_path = content.get("ImagePath")
     if "ConfigPath" in content or isinstance(image_path, dict):

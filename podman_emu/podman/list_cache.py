@@ -19,7 +19,14 @@ from podman_emu.podman.machines import BrokenMachine, ConfigSummary, ListedMachi
 
 # Every module whose code decides whether a config is valid. detect_layout runs on cached
 # configs too; the rest is skipped for them, so a change in any of these must start a new cache.
-VALIDATING_MODULES = ("podman/schema.py", "podman/layout.py", "podman/document.py", "qemu/argv.py", "errors.py")
+VALIDATING_MODULES = (
+    "podman/schema.py",
+    "podman/layout.py",
+    "podman/podman5.py",
+    "podman/document.py",
+    "qemu/argv.py",
+    "errors.py",
+)
 CACHE_ENTRIES = 512
 
 

@@ -56,7 +56,7 @@ class ConfigSummary:
     CmdLine: list[str]
     CPUs: int
     Memory: int
-    DiskSize: int
+    DiskSize: int | None
     image_path: str
     qmp_socket: str
     pid_files: list[str]
@@ -72,7 +72,7 @@ class ConfigSummary:
             CmdLine=list(content["CmdLine"]),
             CPUs=content["CPUs"],
             Memory=content["Memory"],
-            DiskSize=content["DiskSize"],
+            DiskSize=content.get("DiskSize"),
             image_path=image_path(content),
             qmp_socket=path_value(content["QMPMonitor"]["Address"]),
             pid_files=list(pid_files.values()),
@@ -181,7 +181,14 @@ def load_machine_file(path: Path) -> LoadedMachine:
 
 
 def load_machine(name: str) -> LoadedMachine:
-    return load_machine_file(config_path_for(name))
+    path = config_path_for(name)
+    if not path.exists():
+        # Not a qemu machine: a machine of another provider gets its own answer (the 5.x refusal
+        # names the provider and what applies there) instead of "no machine config".
+        for directory in paths.other_provider_config_dirs():
+            if (directory / path.name).is_file():
+                return load_machine_file(directory / path.name)
+    return load_machine_file(path)
 
 
 def config_files() -> list[Path]:

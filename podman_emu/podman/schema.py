@@ -70,16 +70,19 @@ class _CommonMachine(_PodmanStruct):
     Name: StrictStr = Field(min_length=1)
     CPUs: Uint64
     Memory: Uint64
-    DiskSize: Uint64
     IdentityPath: StrictStr
     Port: Int64
     RemoteUsername: StrictStr
-    ImageStream: StrictStr
 
 
 class MachineV1(_CommonMachine):
-    """podman 3.4 / 4.0 (`MachineVMV1`): paths are plain strings."""
+    """podman 3.3 / 3.4 / 4.0 (`MachineVMV1`): paths are plain strings."""
 
+    # Keys older releases did not write (Go gives a missing key its zero value, and podman 4.x
+    # loads and migrates such files): ImageStream arrived in 3.4.5 (commit 2b2ea4da59) and 4.0.0,
+    # DiskSize in 3.4.0. Without DiskSize the new disk is not resized.
+    DiskSize: Uint64 | None = None
+    ImageStream: StrictStr | None = None
     IgnitionFilePath: StrictStr
     ImagePath: StrictStr
     QMPMonitor: MonitorV1
@@ -118,12 +121,14 @@ class MachineV2(_CommonMachine):
     UID: Int64
     HostUserModified: StrictBool | None = None
     IgnitionFilePath: VMFile
+    ImageStream: StrictStr
     ImagePath: VMFile
     Mounts: list[MountV2] | None
     PidFilePath: VMFile
     VMPidFilePath: VMFile | None = None
     QMPMonitor: MonitorV2
     ReadySocket: VMFile
+    DiskSize: Uint64
     USBs: list[USBConfig] | None = None
     Starting: StrictBool
     Created: StrictStr

@@ -131,3 +131,24 @@ def first_value(argv: Sequence[str], name: str) -> str | None:
         if option.name == name:
             return option.value
     return None
+
+
+# Accelerators that run the guest on the host CPU: with one of them a qemu-system-aarch64 guest is
+# native (an Apple-silicon Mac's hvf, an arm64 Linux host's kvm), and TCG is only its fallback.
+HOST_ACCELERATORS = frozenset({"kvm", "hvf", "whpx", "nvmm", "hax", "xen"})
+
+
+def accelerators(argv: Sequence[str]) -> list[str]:
+    """Every accelerator the argv names, in qemu's order of preference: `-accel NAME[,…]` (as
+    often as given), `-machine …,accel=a:b`, `-enable-kvm`."""
+    found: list[str] = []
+    for option in iter_options(argv):
+        name = canonical_name(option.name)
+        if name == "-enable-kvm":
+            found.append("kvm")
+        elif name == "-accel" and option.value is not None:
+            accel = suboption(option.value, "accel") or split_suboptions(option.value)[0]
+            found.append(accel)
+        elif name == "-M" and option.value is not None:
+            found += [item for item in (suboption(option.value, "accel") or "").split(":") if item]
+    return found

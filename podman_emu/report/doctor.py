@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from podman_emu import paths, proc
+from podman_emu.conversion.artifacts import machine_kind
 from podman_emu.conversion.leftovers import Leftover, find_leftovers
 from podman_emu.errors import HostNotReady, PodmanEmuError
 from podman_emu.fsutil import stale_temp_files
@@ -103,7 +104,11 @@ def _machine_checks(name: str, machine: LoadedMachine) -> list[Check]:
     row = report.row
     checks = [Check(f"machine {name}", "ok", f"podman {row.podman} layout, {row.emulation}, {row.state.value}")]
     argv = machine.config.CmdLine
-    if not os.path.isabs(argv[0]) or not os.access(argv[0], os.X_OK):
+    checks += [Check(f"machine {name}", "info", note) for note in report.notes]
+    # Only a converted machine's binary matters here: for a native one, podman falls back to the
+    # host's own qemu, which is the right binary anyway.
+    unrunnable = not os.path.isabs(argv[0]) or not os.access(argv[0], os.X_OK)
+    if machine_kind(machine.document.content) == "emulated" and unrunnable:
         checks.append(
             Check(
                 "binary",

@@ -12,7 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from podman_emu.conversion import journal as journals
-from podman_emu.conversion.artifacts import configured_console_log, console_log_path, is_emulated, journal_path
+from podman_emu.conversion.artifacts import (
+    configured_console_log,
+    console_log_path,
+    journal_path,
+    machine_kind,
+    native_arm64_explanation,
+)
 from podman_emu.conversion.journal import emulation_status
 from podman_emu.observe.boot_stage import last_boot
 from podman_emu.observe.console_log import rotate_if_large
@@ -41,7 +47,7 @@ class MachineRow:
     emulation: str
     state: RunState
     configured: ConfiguredQemu
-    disk_gib: int
+    disk_gib: int | None  # None: podman 3.3 wrote no DiskSize
     boot_stage: str | None = None  # list only: how far a running machine's boot got
 
     def to_json(self) -> dict[str, Any]:
@@ -84,7 +90,7 @@ def _machine_row(
     machine: LoadedMachine | ListedMachine, journal: journals.Journal | None, check: RunCheck
 ) -> MachineRow:
     emulation = emulation_status(
-        journal, current_sha256=machine.document.sha256, emulated=is_emulated(machine.document.content)
+        journal, current_sha256=machine.document.sha256, kind=machine_kind(machine.document.content)
     )
     return MachineRow(
         name=machine.name,
@@ -164,6 +170,7 @@ class InspectReport:
     journal: JournalSummary | None
     cmdline: list[str]
     config_model: dict[str, Any] = field(repr=False)
+    notes: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         report: dict[str, Any] = {"schema": 1, **self.row.to_json()}
@@ -175,6 +182,7 @@ class InspectReport:
             report["journal"] = self.journal.to_json()
         report["cmdline"] = list(self.cmdline)
         report["config_model"] = self.config_model
+        report["notes"] = list(self.notes)
         return report
 
 
@@ -207,7 +215,14 @@ def inspect_loaded(machine: LoadedMachine) -> InspectReport:
         journal=_journal_summary(machine, journal) if journal is not None else None,
         cmdline=list(machine.config.CmdLine),
         config_model=machine.config.model_dump(mode="json"),
+        notes=_notes(machine),
     )
+
+
+def _notes(machine: LoadedMachine) -> list[str]:
+    if machine_kind(machine.document.content) == "native-arm64":
+        return ["machine " + native_arm64_explanation(machine.name, machine.config.CmdLine)]
+    return []
 
 
 def inspect_machine(name: str) -> InspectReport:

@@ -18,8 +18,9 @@ Expect = Literal["refuse", "accept", "either"]
 
 # Keys podman-emu reads, edits or needs to judge "is it running": without them (or with a
 # value of the wrong type) it cannot convert safely and must say which key is the problem.
-CRITICAL_COMMON = ("CmdLine", "ImagePath", "Name", "QMPMonitor", "DiskSize")
-CRITICAL_V2 = (*CRITICAL_COMMON, "ConfigPath", "UID", "PidFilePath", "Starting")
+# DiskSize is critical in the 4.1+ layout only: podman 3.3 wrote V1 files without it.
+CRITICAL_COMMON = ("CmdLine", "ImagePath", "Name", "QMPMonitor")
+CRITICAL_V2 = (*CRITICAL_COMMON, "DiskSize", "ConfigPath", "UID", "PidFilePath", "Starting")
 # Go integer types of podman's struct fields (reference §1.3): uint64 and int (64-bit).
 UINT64_KEYS = ("CPUs", "Memory", "DiskSize")
 INT64_KEYS = ("Port", "UID")
@@ -389,11 +390,13 @@ def not_json_case(draw: st.DrawFn, bases: list[Base]) -> Case:
     elif kind == "empty_object":
         data = b"{}"
     elif kind == "constant":
+        # Memory, which every layout has (podman 3.3 wrote no DiskSize)
         data = data.replace(
-            b'"DiskSize": ',
-            b'"DiskSize": ' + draw(st.sampled_from([b"NaN", b"Infinity", b"-Infinity"])) + b', "x": ',
+            b'"Memory": ',
+            b'"Memory": ' + draw(st.sampled_from([b"NaN", b"Infinity", b"-Infinity"])) + b', "x": ',
             1,
         )
+        assert b"Infinity" in data or b"NaN" in data
     elif kind == "trailing_comma":
         data = data.rstrip().removesuffix(b"}").rstrip() + b",\n}"
     elif kind == "comment":

@@ -211,3 +211,18 @@ def test_a_symlinked_config_is_rewritten_through_the_link(
     assert config.is_symlink() and json.loads(real.read_bytes())["CmdLine"][0] == qemu_aarch64
     assert cli("revert", "m")[0] == 0
     assert config.is_symlink() and real.read_bytes() == original
+
+
+@pytest.mark.parametrize(
+    ("fixture", "size_gib"), [("podman-3.3.1-linux-amd64.json", 1), ("podman-3.4.0-linux-amd64.json", 10)]
+)
+def test_the_disk_grows_to_disk_size_and_is_left_alone_without_one(
+    podman_home: Sandbox, blank_aarch64_disk: Path, qemu_img: str, fixture: str, size_gib: int
+) -> None:
+    """podman 3.3 wrote no DiskSize: the 1 GiB source disk stays 1 GiB; 3.4.0 asks for 10 GiB."""
+    from podman_emu.images.resize import virtual_size
+
+    podman_home.install(fixture, "m")
+    result = convert_json(blank_aarch64_disk, "m")
+    disk = next(Path(action["path"]) for action in result["files"] if action["role"] == "disk")  # type: ignore[attr-defined]
+    assert virtual_size(disk, qemu_img=qemu_img) == size_gib * 1024**3

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from podman_emu.conversion import journal as journals
-from podman_emu.conversion.artifacts import journal_path
+from podman_emu.conversion.artifacts import MachineKind, journal_path
 from podman_emu.conversion.journal import CreatedFile, Journal, Status, emulation_status, settle_journal
 from podman_emu.errors import ConversionStateError
 from testing.podman_home import Sandbox
@@ -60,22 +60,23 @@ def test_a_settled_journal_passes_through(status: Status) -> None:
 
 
 @pytest.mark.parametrize(
-    ("status", "current", "emulated", "expected"),
+    ("status", "current", "kind", "expected"),
     [
-        (None, ORIGINAL, False, "native"),
-        (None, CONVERTED, True, "emulated-unmanaged"),
-        ("converting", ORIGINAL, False, "native (interrupted convert)"),
-        ("converting", CONVERTED, True, "emulated"),
-        ("converting", REWRITTEN, False, "native (interrupted convert)"),
-        ("converted", CONVERTED, True, "emulated"),
-        ("converted", REWRITTEN, False, "native (podman rewrote it; stale journal)"),
-        ("reverting", CONVERTED, True, "emulated (interrupted revert)"),
-        ("reverting", ORIGINAL, False, "native (interrupted revert)"),
+        (None, ORIGINAL, "native", "native"),
+        (None, ORIGINAL, "native-arm64", "native-arm64"),
+        (None, CONVERTED, "emulated", "emulated-unmanaged"),
+        ("converting", ORIGINAL, "native", "native (interrupted convert)"),
+        ("converting", CONVERTED, "emulated", "emulated"),
+        ("converting", REWRITTEN, "native", "native (interrupted convert)"),
+        ("converted", CONVERTED, "emulated", "emulated"),
+        ("converted", REWRITTEN, "native", "native (podman rewrote it; stale journal)"),
+        ("reverting", CONVERTED, "emulated", "emulated (interrupted revert)"),
+        ("reverting", ORIGINAL, "native", "native (interrupted revert)"),
     ],
 )
-def test_emulation_status(status: Status | None, current: bytes, emulated: bool, expected: str) -> None:
+def test_emulation_status(status: Status | None, current: bytes, kind: MachineKind, expected: str) -> None:
     journal = journal_for(status) if status is not None else None
-    assert emulation_status(journal, current_sha256=sha(current), emulated=emulated) == expected
+    assert emulation_status(journal, current_sha256=sha(current), kind=kind) == expected
 
 
 def test_a_journal_round_trips_privately_keyed_by_the_config_path(podman_home: Sandbox) -> None:

@@ -289,3 +289,11 @@ def test_logs_follow_ends_cleanly_on_ctrl_c_and_on_a_closed_pipe(
     )
     assert piped.stdout == b"line 0\n"
     assert b"Traceback" not in piped.stderr and b"BrokenPipe" not in piped.stderr, piped.stderr
+
+
+def test_a_native_arm64_machine_is_not_told_to_convert_for_a_console(podman_home: Sandbox) -> None:
+    podman_home.install("podman-4.9-darwin-arm64.json", "m1")
+    with pytest.raises(NoConsoleLog) as raised:
+        machine_console("m1")
+    assert "native arm64 machine" in raised.value.message
+    assert "convert" not in (raised.value.hint or "")

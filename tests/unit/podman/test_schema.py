@@ -25,6 +25,9 @@ def test_every_fixture_validates_with_its_layout(entry: dict[str, Any]) -> None:
 @pytest.mark.parametrize(
     ("fixture", "expected"),
     [
+        ("podman-3.3.1-linux-amd64.json", "3.3"),
+        ("podman-3.4.0-darwin-amd64.json", "3.4.0-3.4.4"),
+        ("podman-3.4.4-linux-amd64.json", "3.4.0-3.4.4"),
         ("podman-3.4-linux-amd64.json", "3.4"),
         ("podman-4.0-linux-amd64.json", "4.0"),
         ("podman-4.1-linux-amd64.json", "4.1"),
@@ -36,6 +39,14 @@ def test_podman_version_is_inferred_from_the_keys(fixture: str, expected: str) -
     content = load(fixture)
     layout = Layout.V1 if isinstance(content["ImagePath"], str) else Layout.V2
     assert guess_podman_version(content, layout) == expected
+
+
+def test_keys_podman_3_3_and_3_4_0_did_not_write_are_not_required() -> None:
+    """Go gives a missing key its zero value and podman 4.x loads (and migrates) these files."""
+    _, machine = validate_machine(Path("m.json"), load("podman-3.3.1-darwin-amd64.json"))
+    assert machine.DiskSize is None and machine.ImageStream is None
+    _, machine = validate_machine(Path("m.json"), load("podman-3.4.0-linux-amd64.json"))
+    assert machine.DiskSize == 10 and machine.ImageStream is None
 
 
 def test_podman5_is_refused_with_the_reason() -> None:
