@@ -27,7 +27,7 @@ readme_command=$(awk '/^## Quick start/{q=1} q && /^```sh/{getline; print; exit}
 mkdir -p "$cache"
 if [ ! -s "$tarball" ]; then
   echo "check-readme-fresh: building the base root $tarball"
-  mmdebstrap --variant=minbase --quiet bookworm "$tarball.partial" "${mirrors[@]}"
+  mmdebstrap --variant=minbase --format=tar --quiet bookworm "$tarball.partial" "${mirrors[@]}"
   mv "$tarball.partial" "$tarball"
 fi
 
