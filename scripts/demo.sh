@@ -87,12 +87,29 @@ if [ -n "$disk" ]; then
     return 0
   }
   trap finish EXIT
-  say "starting the converted machine as podman would, while following its serial console"
+  say "starting the converted machine as podman would, following it with logs -f and status"
+  echo "(kernel messages other than its first line, /init and power-down are left out of logs -f here;"
+  echo " \`podman-emu logs demo\` prints them all)"
   printf '\033[1m$ %s logs -f demo &\033[0m\n' "$pe"
-  timeout "$((boot_timeout + 30))" "$pe" logs -f demo &
+  timeout "$((boot_timeout + 30))" "$pe" logs -f demo \
+    > >(awk '!/^\[ *[0-9]+\.[0-9]+\] / || /Booting Linux|Run \/init|reboot:/ { print "  console | " $0; fflush() }') &
   logs_pid=$!
-  step env PYTHONPATH="$repo" "$python" -m testing.podman_start start "$config" --timeout "$boot_timeout" \
-    --qemu-log "$demo/qemu.log"
+  printf '\033[1m$ python -m testing.podman_start start demo.json &   # podman machine start, without podman\033[0m\n'
+  boot_started=$(date +%s)
+  PYTHONPATH=$repo "$python" -m testing.podman_start start "$config" --timeout "$boot_timeout" \
+    --qemu-log "$demo/qemu.log" &
+  start_pid=$!
+  printf '\033[1m$ while booting: %s status demo   # its boot row, each time it changes\033[0m\n' "$pe"
+  last_stage=
+  while kill -0 "$start_pid" 2>/dev/null; do
+    stage=$("$pe" status demo 2>/dev/null | sed -n 's/^ *boot  //p' | head -n 1 || true)
+    if [ -n "$stage" ] && [ "$stage" != "$last_stage" ]; then
+      printf '  status  | %3d s  boot  %s\n' "$(($(date +%s) - boot_started))" "$stage"
+      last_stage=$stage
+    fi
+    sleep 0.5
+  done
+  wait "$start_pid"  # its exit status: non-zero when the guest sent nothing in time (qemu is then killed)
   sleep 1  # let the follower print the last console lines
   kill "$logs_pid" 2>/dev/null || true
   wait "$logs_pid" 2>/dev/null || true

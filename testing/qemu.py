@@ -44,7 +44,9 @@ def qmp_accepts(path: str) -> bool:
     return True
 
 
-def launch_like_podman(command: list[str], log: IO[bytes]) -> tuple[subprocess.Popen[bytes], socket.socket, socket.socket]:
+def launch_like_podman(
+    command: list[str], log: IO[bytes]
+) -> tuple[subprocess.Popen[bytes], socket.socket, socket.socket]:
     """Start qemu the way podman 4.x does: fd 3 is one end of the network socket (gvproxy holds
     the other), stdin closed, in a session of its own. Returns qemu and both socket ends, which
     the caller closes once qemu is gone."""
