@@ -48,13 +48,14 @@ for fs in proc sys dev; do
   mounted+=("$root/$fs")
 done
 cp /etc/resolv.conf "$root/etc/resolv.conf"
-# PyPI is reached through the host's pip settings; the CA bundle they name comes along.
+# PyPI is reached through the host's pip settings. The CA bundle they name goes to a path of its
+# own: installing ca-certificates in the root regenerates /etc/ssl/certs/ca-certificates.crt.
 if [ -f /etc/pip.conf ]; then
   cp /etc/pip.conf "$root/etc/pip.conf"
   pip_cert=$(sed -n 's/^[[:space:]]*cert[[:space:]]*=[[:space:]]*//p' /etc/pip.conf | head -n1)
   if [ -n "$pip_cert" ] && [ -f "$pip_cert" ]; then
-    mkdir -p "$root$(dirname "$pip_cert")"
-    cp "$pip_cert" "$root$pip_cert"
+    cp "$pip_cert" "$root/etc/pip-host-ca.crt"
+    sed -i 's|^\([[:space:]]*cert[[:space:]]*=\).*|\1 /etc/pip-host-ca.crt|' "$root/etc/pip.conf"
   fi
 fi
 mkdir -p "$root/root/podman-emu"
