@@ -11,6 +11,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from podman_emu.conversion.artifacts import kept_disk_hint
 from podman_emu.conversion.plan import FileAction, Plan
 from podman_emu.errors import ConversionStateError, StagingFailed
 from podman_emu.fsutil import remove_quietly, temp_name
@@ -65,12 +66,7 @@ def refuse_existing_destinations(plan: Plan) -> None:
             continue
         quoted = shlex.quote(action.destination)
         if action.role == "disk":
-            hint = (
-                "A plain `podman-emu revert` keeps the aarch64 disk, also after `podman machine rm`. "
-                f"To use it again (its arch is checked and it is grown to DiskSize): "
-                f"`podman-emu convert {shlex.quote(plan.machine)} --image {quoted}`. "
-                f"If you do not need it: `rm -- {quoted}`, then run convert again."
-            )
+            hint = kept_disk_hint(plan.machine, action.destination) + " Then run convert again."
         else:
             hint = (
                 "An interrupted run can leave it behind. If no machine uses it: "

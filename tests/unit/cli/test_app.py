@@ -224,6 +224,8 @@ def test_a_kept_aarch64_disk_of_a_removed_machine_is_named_then_reused_when_aske
     kept = Path(json.loads(config.read_bytes())["ImagePath"]["Path"])
     assert cli("revert", "m")[0] == 0 and kept.exists()
     config.unlink()
+    code, _, err = cli("cleanup", "m")  # no journal is left, but the kept disk is named
+    assert code == 1 and f"podman-emu convert m --image {kept}" in err and f"rm -- {kept}" in err
     podman_home.install("podman-4.9-linux-amd64.json", "m")  # `podman machine init m` again
     before = tree_digest(podman_home.root)
     code, _, err = cli("convert", "m", "--image", str(blank_aarch64_disk))
