@@ -3,10 +3,11 @@
 # when not already root: a fresh Debian box has no sudo), install podman-emu into .venv, run the demo.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# qemu + AAVMF + qemu-img for the emulated machine; cpio gdisk dosfstools mtools build the demo's
+# qemu + AAVMF + qemu-img for the emulated machine, and the virtio-net option ROM (ipxe-qemu, only
+# a Recommends of qemu) that podman's virtio-net-pci device needs to start at all; cpio gdisk dosfstools mtools build the demo's
 # small arm64 boot disk from Debian's arm64 packages. qemu-system-x86 is not needed: convert
 # replaces the machine's native qemu.
-packages=(qemu-system-arm qemu-efi-aarch64 qemu-utils python3-venv cpio gdisk dosfstools mtools)
+packages=(qemu-system-arm qemu-efi-aarch64 ipxe-qemu qemu-utils python3-venv cpio gdisk dosfstools mtools)
 
 as_root() {
   if [ "$(id -u)" = 0 ]; then

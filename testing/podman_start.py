@@ -15,6 +15,7 @@ import json
 import os
 import signal
 import socket
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -40,12 +41,14 @@ def _qemu_pid(pid_file: str) -> int | None:
     return pid
 
 
-def _read_ready(path: str, deadline: float) -> str:
+def _read_ready(path: str, deadline: float, qemu: subprocess.Popen[bytes]) -> str:
     """podman's wait: dial until the chardev socket accepts, then read one line."""
     while True:
         remaining = deadline - time.monotonic()
+        if qemu.poll() is not None:
+            raise ChildProcessError(f"qemu exited with status {qemu.returncode} before the guest said anything")
         if remaining <= 0:
-            raise TimeoutError("no line from the guest on the ready socket")
+            raise TimeoutError("the guest sent nothing on the ready socket before the deadline (--timeout)")
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
                 sock.settimeout(remaining)
@@ -65,12 +68,12 @@ def start(config: Path, timeout: float, log: Path) -> int:
     print(f"started {command[0]} (pid {process.pid}), fd 3 = the network socket", flush=True)
     print("Waiting for VM ...", flush=True)
     try:
-        line = _read_ready(content["ReadySocket"]["Path"], started + timeout)
-    except (TimeoutError, OSError) as error:
+        line = _read_ready(content["ReadySocket"]["Path"], started + timeout, process)
+    except OSError as error:  # TimeoutError and ChildProcessError are OSErrors too
         process.kill()
         process.wait(timeout=30)
         detail = log.read_text(errors="replace").strip()
-        print(f"the guest sent nothing within {timeout:.0f} s ({error}); qemu killed. {detail}", file=sys.stderr)
+        print(f"podman would still be waiting: {error}. qemu said: {detail or 'nothing'}", file=sys.stderr)
         return 1
     finally:
         host_end.close()
