@@ -40,16 +40,20 @@ build_guest() {
   cat > "$apt/apt.conf" <<EOF
 APT::Architectures { "arm64"; };
 Acquire::Languages "none";
+Acquire::http::Timeout "30";
 Dir::State::Lists "$apt/lists";
 Dir::Cache "$apt/cache";
 EOF
   export APT_CONFIG=$apt/apt.conf PODMAN_EMU_TEST_CACHE=$guest_cache/guest
-  apt-get -q -o APT::Get::List-Cleanup=false update >"$guest_cache/apt-update.log" 2>&1 \
-    || { tail -n 5 "$guest_cache/apt-update.log" >&2; return 1; }
+  timeout 300 apt-get -q --error-on=any -o APT::Get::List-Cleanup=false update >"$guest_cache/apt-update.log" 2>&1 \
+    || { tail -n 5 "$guest_cache/apt-update.log" >&2; echo "apt-get update failed; trying package lists cached by an earlier run" >&2; }
   (cd "$repo" && "$python" -c '
 import sys
 from testing.guest import build_guest_image
-image = build_guest_image(log=lambda message: print(message, file=sys.stderr))
+try:
+    image = build_guest_image(log=lambda message: print(message, file=sys.stderr))
+except Exception as error:  # any reason at all means: no boot part, said in one line
+    sys.exit(f"cannot build the arm64 guest: {error}")
 print(image.disk)
 ')
 }
@@ -77,10 +81,11 @@ step "$pe" inspect demo
 
 if [ -n "$disk" ]; then
   qemu_pid_file=$("$python" -c 'import json,sys; print(json.load(open(sys.argv[1]))["VMPidFilePath"]["Path"])' "$config")
-  logs_pid=
-  # Whatever happens from here on, no qemu and no log follower outlives the demo.
+  logs_pid= start_pid=
+  # Whatever happens from here on, no qemu, start helper or log follower outlives the demo.
   finish() {
     [ -n "$logs_pid" ] && kill "$logs_pid" 2>/dev/null
+    [ -n "$start_pid" ] && kill "$start_pid" 2>/dev/null
     local pid
     pid=$(cat "$qemu_pid_file" 2>/dev/null || true)
     [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null
@@ -110,6 +115,7 @@ if [ -n "$disk" ]; then
     sleep 0.5
   done
   wait "$start_pid"  # its exit status: non-zero when the guest sent nothing in time (qemu is then killed)
+  start_pid=
   sleep 1  # let the follower print the last console lines
   kill "$logs_pid" 2>/dev/null || true
   wait "$logs_pid" 2>/dev/null || true
