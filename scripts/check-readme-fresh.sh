@@ -33,12 +33,14 @@ fi
 
 root=$(mktemp -d /var/tmp/podman-emu-fresh.XXXXXX)
 mounted=()
+rc=1
 cleanup() {
   local i
   for ((i = ${#mounted[@]} - 1; i >= 0; i--)); do
     umount -l "${mounted[i]}" 2>/dev/null || true
   done
   rm -rf --one-file-system "$root"
+  echo "check-readme-fresh: exit $rc, wall time $(($(date +%s) - started)) s (fresh root built, used and removed)"
 }
 trap cleanup EXIT
 tar -xf "$tarball" -C "$root"
@@ -70,5 +72,4 @@ env -i HOME=/root TERM="${TERM:-dumb}" PATH=/usr/local/sbin:/usr/local/bin:/usr/
   chroot "$root" /bin/bash -c "cd /root/podman-emu && $readme_command"
 rc=$?
 set -e
-echo "check-readme-fresh: exit $rc, wall time $(($(date +%s) - started)) s"
 exit "$rc"
