@@ -97,7 +97,7 @@ if [ -n "$disk" ]; then
   echo " \`podman-emu logs demo\` prints them all)"
   printf '\033[1m$ %s logs -f demo &\033[0m\n' "$pe"
   timeout "$((boot_timeout + 30))" "$pe" logs -f demo \
-    > >(awk '!/^\[ *[0-9]+\.[0-9]+\] / || /Booting Linux|Run \/init|reboot:/ { print "  console | " $0; fflush() }') &
+    > >(awk '!/^\[ *[0-9]+\.[0-9]+\] / || /\] (Booting Linux|Run \/init|reboot: )/ { print "  console | " $0; fflush() }') &
   logs_pid=$!
   printf '\033[1m$ python -m testing.podman_start start demo.json &   # podman machine start, without podman\033[0m\n'
   boot_started=$(date +%s)
