@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 venv=${PODMAN_EMU_VENV:-/opt/podman-emu-venv}
 python=$venv/bin/python
 if [ ! -x "$python" ]; then
-  echo "no test environment at $venv: run 'sudo bash .ci/run' once (it installs everything)" >&2
+  echo "no test environment at $venv: run 'bash .ci/run' once (it installs everything)" >&2
   exit 2
 fi
 

@@ -12,6 +12,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import IO
 
 QEMU_AARCH64 = shutil.which("qemu-system-aarch64")
 QEMU_IMG = shutil.which("qemu-img")
@@ -43,6 +44,27 @@ def qmp_accepts(path: str) -> bool:
     return True
 
 
+def launch_like_podman(
+    command: list[str], log: IO[bytes]
+) -> tuple[subprocess.Popen[bytes], socket.socket, socket.socket]:
+    """Start qemu the way podman 4.x does: fd 3 is one end of the network socket (gvproxy holds
+    the other), stdin closed, in a session of its own. Returns qemu and both socket ends, which
+    the caller closes once qemu is gone."""
+    host_end, guest_end = socket.socketpair()
+    os.set_inheritable(guest_end.fileno(), True)
+    process = subprocess.Popen(
+        command,
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=log,
+        # fd 3 must be listed too: the child closes unlisted fds after preexec_fn has run.
+        pass_fds=(guest_end.fileno(), 3),
+        preexec_fn=lambda: os.dup2(guest_end.fileno(), 3),
+        start_new_session=True,
+    )
+    return process, host_end, guest_end
+
+
 @contextlib.contextmanager
 def running_qemu(qmp_socket: str, argv: list[str] | None = None) -> Iterator[int]:
     """A real qemu-system-aarch64, paused (-S), serving QMP on `qmp_socket`. Yields its pid.
@@ -58,19 +80,8 @@ def running_qemu(qmp_socket: str, argv: list[str] | None = None) -> Iterator[int
         f"unix:{qmp_socket},server=on,wait=off",
     ]
     command = [*command, "-S", "-display", "none"]
-    host_end, guest_end = socket.socketpair()
-    os.set_inheritable(guest_end.fileno(), True)
     log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in the finally below, after qemu is gone
-    process = subprocess.Popen(
-        command,
-        stdin=subprocess.DEVNULL,
-        stdout=log,
-        stderr=log,
-        # fd 3 must be listed too: the child closes unlisted fds after preexec_fn has run.
-        pass_fds=(guest_end.fileno(), 3),
-        preexec_fn=lambda: os.dup2(guest_end.fileno(), 3),
-        start_new_session=True,
-    )
+    process, host_end, guest_end = launch_like_podman(command, log)
     try:
         try:
             wait_for(

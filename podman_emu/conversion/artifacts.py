@@ -7,6 +7,7 @@ Both sides use these facts: conversion writes them, observe and report read them
 from __future__ import annotations
 
 import os
+import shlex
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -90,3 +91,19 @@ def journal_dir() -> Path:
 
 def journal_path(config_path: Path) -> Path:
     return journal_dir() / f"{paths.machine_key(config_path)}.json"
+
+
+def kept_disk_name(machine: str, container: str) -> str:
+    """The aarch64 disk's file name beside the native one; a plain revert keeps it."""
+    return f"{machine}_aarch64.{container}"
+
+
+def kept_disk_hint(machine: str, disk: str) -> str:
+    """The two ways on when a kept aarch64 disk is in the way: reuse it, or remove it."""
+    quoted = shlex.quote(disk)
+    return (
+        "A plain `podman-emu revert` keeps the aarch64 disk, also after `podman machine rm`. "
+        f"To use it again (its arch is checked and it is grown to DiskSize): "
+        f"`podman-emu convert {shlex.quote(machine)} --image {quoted}`. "
+        f"If you do not need it: `rm -- {quoted}`."
+    )

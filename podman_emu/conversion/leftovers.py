@@ -10,8 +10,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from podman_emu import paths
 from podman_emu.conversion import journal as journals
-from podman_emu.conversion.artifacts import console_log_names, journal_dir
+from podman_emu.conversion.artifacts import console_log_names, journal_dir, kept_disk_hint, kept_disk_name
 from podman_emu.errors import ConversionStateError
 from podman_emu.fsutil import flocked
 
@@ -65,9 +66,14 @@ def cleanup_leftovers(name: str, *, dry_run: bool) -> Leftover:
                     Path(file).unlink(missing_ok=True)
                 Path(leftover.journal).unlink(missing_ok=True)
     if leftover is None:
-        raise ConversionStateError(
-            f"nothing left behind by a removed machine named {name!r}",
-            hint="`podman-emu doctor` lists leftovers; a machine that still exists is reverted with "
-            "`podman-emu revert`.",
-        )
+        hint = "`podman-emu doctor` lists leftovers; a machine that still exists is reverted with `podman-emu revert`."
+        # A plain revert ended the journal but kept the aarch64 disk: the one file left to name.
+        kept = [
+            path
+            for container in ("qcow2", "raw")
+            if (path := paths.podman_data_dir() / kept_disk_name(name, container)).exists()
+        ]
+        if kept:
+            hint = " ".join(kept_disk_hint(name, str(path)) for path in kept)
+        raise ConversionStateError(f"nothing left behind by a removed machine named {name!r}", hint=hint)
     return leftover

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 import jsonpatch
 
-from podman_emu.conversion.artifacts import is_emulated, refuse_native_arm64
+from podman_emu.conversion.artifacts import is_emulated, kept_disk_name, refuse_native_arm64
 from podman_emu.conversion.rewrite import DiskContainer, rewrite_argv
 from podman_emu.errors import ConfigInvalid, ConversionStateError
 from podman_emu.host.capabilities import Firmware
@@ -103,7 +103,7 @@ def aarch64_file_paths(content: JsonObject, disk_container: DiskContainer) -> tu
     suffix = "qcow2" if disk_container == "qcow2" else "raw"
     return (
         os.path.join(image_dir, f"{name}_ovmf_vars.fd"),
-        os.path.join(image_dir, f"{name}_aarch64.{suffix}"),
+        os.path.join(image_dir, kept_disk_name(name, suffix)),
     )
 
 

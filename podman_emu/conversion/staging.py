@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from podman_emu.conversion.artifacts import kept_disk_hint
 from podman_emu.conversion.plan import FileAction, Plan
 from podman_emu.errors import ConversionStateError, StagingFailed
 from podman_emu.fsutil import remove_quietly, temp_name
@@ -52,14 +54,28 @@ def discard_staged(staged: list[StagedFile]) -> None:
             remove_quietly(item.staged)
 
 
+def _reuses_its_destination(action: FileAction) -> bool:
+    # `--image NAME_aarch64.qcow2`: the disk a plain revert kept is staged from itself like any
+    # source (arch check, grown to DiskSize) and only then renamed over itself.
+    return action.role == "disk" and action.source is not None and os.path.abspath(action.source) == action.destination
+
+
 def refuse_existing_destinations(plan: Plan) -> None:
     for action in plan.files:
-        if action.role != "console" and os.path.lexists(action.destination):
-            raise ConversionStateError(
-                f"{action.destination} already exists; podman-emu does not overwrite files it did not create",
-                hint="A plain `podman-emu revert` keeps the aarch64 disk, and an interrupted run can leave "
-                "files too. Move it away (or delete it if you do not need it) and run convert again.",
+        if action.role == "console" or not os.path.lexists(action.destination) or _reuses_its_destination(action):
+            continue
+        quoted = shlex.quote(action.destination)
+        if action.role == "disk":
+            hint = kept_disk_hint(plan.machine, action.destination) + " Then run convert again."
+        else:
+            hint = (
+                "An interrupted run can leave it behind. If no machine uses it: "
+                f"`rm -- {quoted}`, then run convert again."
             )
+        raise ConversionStateError(
+            f"{action.destination} already exists; podman-emu does not overwrite files it did not create",
+            hint=hint,
+        )
 
 
 def stage_files(plan: Plan, disk: DiskInstall) -> list[StagedFile]:

@@ -333,5 +333,5 @@ def machine_status(name: str) -> StatusReport:
         pid=pid,
         uptime_s=round(process_uptime(pid, pid_file) or 0.0, 1) if pid is not None else None,
         console=console_report(log),
-        network=network_report(machine, check) if is_emulated(machine.document.content) else None,
+        network=network_report(machine, check) if machine_kind(machine.document.content) == "emulated" else None,
     )

@@ -76,8 +76,21 @@ def live_pid(path: str) -> int | None:
     except (ProcessLookupError, OverflowError):  # no such process; or a number no pid can be
         return None
     except PermissionError:
-        return pid  # alive, owned by someone else
-    return pid
+        pass  # alive or a zombie, owned by someone else
+    return None if _is_zombie(pid) else pid
+
+
+def _is_zombie(pid: int) -> bool:
+    """A killed qemu whose parent has not reaped it yet still answers kill(pid, 0), but it holds
+    no files and will never run again, so it is not a running machine."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            stat = handle.read(4096)
+    except OSError:
+        return False  # no procfs (macOS), or gone since: kill(pid, 0) already decided
+    # The command name in parentheses may hold spaces and ')'; the state follows the last ')'.
+    fields = stat.rpartition(b")")[2].split()
+    return bool(fields) and fields[0] == b"Z"
 
 
 def run_state(machine: HasRunFiles) -> RunCheck:

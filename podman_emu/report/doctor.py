@@ -105,18 +105,10 @@ def _machine_checks(name: str, machine: LoadedMachine) -> list[Check]:
     checks = [Check(f"machine {name}", "ok", f"podman {row.podman} layout, {row.emulation}, {row.state.value}")]
     argv = machine.config.CmdLine
     checks += [Check(f"machine {name}", "info", note) for note in report.notes]
-    # Only a converted machine's binary matters here: for a native one, podman falls back to the
-    # host's own qemu, which is the right binary anyway.
-    unrunnable = not os.path.isabs(argv[0]) or not os.access(argv[0], os.X_OK)
-    if machine_kind(machine.document.content) == "emulated" and unrunnable:
-        checks.append(
-            Check(
-                "binary",
-                "fail",
-                f"CmdLine[0] {argv[0]} is not an executable file: podman would silently run its host-arch qemu",
-                f"`podman-emu revert {name}`, then convert again.",
-            )
-        )
+    kind = machine_kind(machine.document.content)
+    # A native arm64 machine (Apple silicon) runs its binary on its own host, not this one.
+    if kind != "native-arm64" and (not os.path.isabs(argv[0]) or not os.access(argv[0], os.X_OK)):
+        checks.append(_missing_binary_check(name, argv[0], native=kind == "native"))
     for created in report.journal.created if report.journal is not None else []:
         if created.role != "console" and not os.path.exists(created.path):
             checks.append(
@@ -131,6 +123,23 @@ def _machine_checks(name: str, machine: LoadedMachine) -> list[Check]:
             )
         )
     return checks
+
+
+def _missing_binary_check(name: str, binary: str, *, native: bool) -> Check:
+    if native:
+        # Nothing to convert is lost: convert puts the probed qemu-system-aarch64 in CmdLine[0].
+        return Check(
+            "binary",
+            "warn",
+            f"CmdLine[0] {binary} is not an executable file: podman cannot start it natively on this host",
+            f"`podman-emu convert {name}` replaces it with qemu-system-aarch64.",
+        )
+    return Check(
+        "binary",
+        "fail",
+        f"CmdLine[0] {binary} is not an executable file: podman would silently run its host-arch qemu",
+        f"`podman-emu revert {name}`, then convert again.",
+    )
 
 
 def _stale_temp_files_check() -> Check | None:

@@ -60,7 +60,8 @@ def parse_milestones(serial: str) -> list[str]:
     return [name for name, text in MILESTONES.items() if text in serial]
 
 
-def _qmp(path: Path, command: str, timeout: float = 10) -> dict[str, Any]:
+def qmp_execute(path: Path, command: str, timeout: float = 10) -> dict[str, Any]:
+    """Send one QMP command (after the capabilities handshake) and return its reply."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout)
         sock.connect(str(path))
@@ -183,7 +184,7 @@ def boot_disk(
             if "guest-up" in result.events and not powered_down:
                 if not power_off:
                     break
-                _qmp(qmp_sock, "system_powerdown")
+                qmp_execute(qmp_sock, "system_powerdown")
                 result.events["powerdown-sent"] = time.monotonic() - start
                 powered_down = True
             time.sleep(0.05)

@@ -3,6 +3,7 @@
 import hashlib
 import json
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -226,3 +227,38 @@ def test_the_disk_grows_to_disk_size_and_is_left_alone_without_one(
     result = convert_json(blank_aarch64_disk, "m")
     disk = next(Path(action["path"]) for action in result["files"] if action["role"] == "disk")  # type: ignore[attr-defined]
     assert virtual_size(disk, qemu_img=qemu_img) == size_gib * 1024**3
+
+
+def test_a_kept_aarch64_disk_of_a_removed_machine_is_named_then_reused_when_asked(
+    podman_home: Sandbox, blank_aarch64_disk: Path, tmp_path: Path
+) -> None:
+    # A plain revert keeps NAME_aarch64.qcow2; `podman machine rm` then deletes the config and the
+    # native disk, and forgets it. A new machine of that name must be convertible again.
+    config = podman_home.install("podman-4.9-linux-amd64.json", "m")
+    convert_json(blank_aarch64_disk, "m")
+    kept = Path(json.loads(config.read_bytes())["ImagePath"]["Path"])
+    assert cli("revert", "m")[0] == 0 and kept.exists()
+    config.unlink()
+    code, _, err = cli("cleanup", "m")  # no journal is left, but the kept disk is named
+    assert code == 1 and f"podman-emu convert m --image {kept}" in err and f"rm -- {kept}" in err
+    podman_home.install("podman-4.9-linux-amd64.json", "m")  # `podman machine init m` again
+    before = tree_digest(podman_home.root)
+    code, _, err = cli("convert", "m", "--image", str(blank_aarch64_disk))
+    assert code == 1 and f"{kept} already exists" in err
+    assert f"podman-emu convert m --image {kept}" in err and f"rm -- {kept}" in err
+    assert tree_digest(podman_home.root) == before
+
+    # An x86_64 disk under that name is refused by the same arch check, and left as it was.
+    x86 = to_qcow2(make_disk(tmp_path / "x86.raw", files={"EFI/BOOT/BOOTX64.EFI": synthetic_pe(0x8664)}), kept)
+    before = tree_digest(podman_home.root)
+    code, _, err = cli("convert", "m", "--image", str(x86))
+    assert code == 1 and "x86_64 disk" in err and tree_digest(podman_home.root) == before
+
+    kept.unlink()
+    to_qcow2(make_disk(tmp_path / "arm.raw", files={"EFI/BOOT/BOOTAA64.EFI": synthetic_pe(0xAA64)}), kept)
+    result = convert_json(kept, "m")
+    assert result["applied"] is True
+    assert json.loads(config.read_bytes())["ImagePath"]["Path"] == str(kept)
+    info = subprocess.run(["qemu-img", "info", "--output=json", str(kept)], capture_output=True, check=True)
+    assert json.loads(info.stdout)["virtual-size"] == 100 * 1024**3  # grown to DiskSize
+    assert cli("revert", "m", "--delete-disk")[0] == 0 and not kept.exists()

@@ -6,6 +6,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -95,3 +96,22 @@ def test_a_pid_owned_by_another_user_counts_as_alive(short_dir: Path) -> None:
     pid_file = short_dir / "vm.pid"
     pid_file.write_text("1")  # init: alive, and not ours unless the test runs as root
     assert live_pid(str(pid_file)) == 1
+
+
+def test_a_killed_but_unreaped_process_is_not_alive(short_dir: Path) -> None:
+    # A qemu that was just killed stays a zombie (state Z) until its parent reaps it; it is gone.
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        child.kill()
+        stat = Path(f"/proc/{child.pid}/stat")
+        for _ in range(500):
+            if stat.read_text().rpartition(")")[2].split()[0] == "Z":
+                break
+            time.sleep(0.01)
+        assert stat.read_text().rpartition(")")[2].split()[0] == "Z"  # killed, not reaped yet
+        pid_file = short_dir / "vm.pid"
+        pid_file.write_text(f"{child.pid}\n")
+        assert live_pid(str(pid_file)) is None
+        assert run_state(Files(str(short_dir / "qmp.sock"), [str(pid_file)])).state is RunState.STOPPED
+    finally:
+        child.wait()

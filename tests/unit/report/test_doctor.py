@@ -6,6 +6,7 @@ import pytest
 
 from podman_emu.podman import schema
 from podman_emu.report.doctor import run_doctor
+from testing.fixtures import FIXTURES
 from testing.podman_home import Sandbox
 
 
@@ -30,3 +31,25 @@ def test_doctor_of_a_missing_machine_fails_that_check_only(podman_home: Sandbox)
     failing = [check for check in report.checks if check.level == "fail"]
     assert [check.topic for check in failing if check.topic.startswith("machine")] == ["machine nope"]
     assert not report.ok and report.to_json()["ok"] is False
+
+
+def _with_binary(podman_home: Sandbox, fixture: str, binary: str) -> None:
+    data = podman_home.relocate((FIXTURES / fixture).read_bytes())
+    podman_home.install(fixture, data=data.replace(b'"/usr/bin/qemu-system-x86_64"', f'"{binary}"'.encode(), 1))
+
+
+def test_a_native_machine_without_its_native_qemu_is_a_warning_not_a_failure(podman_home: Sandbox) -> None:
+    # The demo machine on a host with only qemu-system-aarch64: convert replaces CmdLine[0] anyway.
+    _with_binary(podman_home, "podman-4.9-linux-amd64.json", "/nonexistent/qemu-system-x86_64")
+    report = run_doctor("podman-machine-default")
+    binary = next(check for check in report.checks if check.topic == "binary")
+    assert binary.level == "warn" and "/nonexistent/qemu-system-x86_64" in binary.detail
+    assert "cannot start it natively" in binary.detail and binary.fix is not None and "convert" in binary.fix
+    assert report.ok
+
+
+def test_an_emulated_machine_without_its_qemu_still_fails(podman_home: Sandbox) -> None:
+    _with_binary(podman_home, "podman-4.9-linux-amd64.json", "/nonexistent/qemu-system-aarch64")
+    report = run_doctor("podman-machine-default")
+    binary = next(check for check in report.checks if check.topic == "binary")
+    assert binary.level == "fail" and "host-arch qemu" in binary.detail and not report.ok
