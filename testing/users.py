@@ -62,6 +62,19 @@ def run_podman(
     return run_as(as_user, [PODMAN, "machine", *args], env=env, cwd=box.cwd, timeout=timeout)
 
 
+def login_env(name: str, home: Path, runtime_dir: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """What a login gives the user, minus logind: podman needs XDG_RUNTIME_DIR set by hand here."""
+    return {
+        "HOME": str(home),
+        "USER": name,
+        "LOGNAME": name,
+        "PATH": USER_PATH,
+        "XDG_RUNTIME_DIR": str(runtime_dir),
+        "LANG": "C.UTF-8",
+        **(extra or {}),
+    }
+
+
 @dataclass
 class ThrowawayUser:
     """A user made for one run (`useradd -m`), with the runtime dir logind would have made."""
@@ -94,15 +107,7 @@ class ThrowawayUser:
         return PodmanLayout(self.home)
 
     def env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
-        return {
-            "HOME": str(self.home),
-            "USER": self.name,
-            "LOGNAME": self.name,
-            "PATH": USER_PATH,
-            "XDG_RUNTIME_DIR": str(self.runtime_dir),
-            "LANG": "C.UTF-8",
-            **(extra or {}),
-        }
+        return login_env(self.name, self.home, self.runtime_dir, extra)
 
     def run(
         self, argv: Sequence[str], *, timeout: float, env: dict[str, str] | None = None

@@ -106,7 +106,8 @@ def _machine_checks(name: str, machine: LoadedMachine) -> list[Check]:
     argv = machine.config.CmdLine
     checks += [Check(f"machine {name}", "info", note) for note in report.notes]
     kind = machine_kind(machine.document.content)
-    # A native arm64 machine (Apple silicon) runs its binary on its own host, not this one.
+    # A native arm64 machine's binary lives on the Apple-silicon Mac it was made for; the notes
+    # above already say there is nothing to convert.
     if kind != "native-arm64" and (not os.path.isabs(argv[0]) or not os.access(argv[0], os.X_OK)):
         checks.append(_missing_binary_check(name, argv[0], native=kind == "native"))
     for created in report.journal.created if report.journal is not None else []:

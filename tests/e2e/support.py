@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from testing.podman_home import PodmanLayout
-from testing.users import USER_PATH
+from testing.users import login_env
 
 # Phase timings, shown in the terminal summary by conftest.
 
@@ -205,16 +205,8 @@ class E2EUser:
     machines: list[str] = field(default_factory=list)
 
     @property
-    def layout(self) -> PodmanLayout:
-        return PodmanLayout(self.home)
-
-    @property
     def config_dir(self) -> Path:
-        return self.layout.config_dir
-
-    @property
-    def data_dir(self) -> Path:
-        return self.layout.data_dir
+        return PodmanLayout(self.home).config_dir
 
     @property
     def state_dir(self) -> Path:
@@ -223,12 +215,7 @@ class E2EUser:
 
     def env(self, extra: dict[str, str] | None = None) -> list[str]:
         values = {
-            "HOME": str(self.home),
-            "USER": self.name,
-            "LOGNAME": self.name,
-            "PATH": USER_PATH,
-            "XDG_RUNTIME_DIR": str(self.runtime_dir),
-            "LANG": "C.UTF-8",
+            **login_env(self.name, self.home, self.runtime_dir),
             "TERM": "dumb",
             "GVPROXY_STANDIN_LOG": str(self.runtime_dir / "gvproxy-standin.log"),
             # podman passes its environment on to gvproxy, so stand-in switches reach it this way.

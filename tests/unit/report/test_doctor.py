@@ -35,7 +35,10 @@ def test_doctor_of_a_missing_machine_fails_that_check_only(podman_home: Sandbox)
 
 def _with_binary(podman_home: Sandbox, fixture: str, binary: str) -> None:
     data = podman_home.relocate((FIXTURES / fixture).read_bytes())
-    podman_home.install(fixture, data=data.replace(b'"/usr/bin/qemu-system-x86_64"', f'"{binary}"'.encode(), 1))
+    data = data.replace(b'"/usr/bin/qemu-system-x86_64"', f'"{binary}"'.encode(), 1)
+    if "aarch64" in binary:  # emulated means TCG only: with kvm left in, it would be a native arm64 machine
+        data = data.replace(b'"kvm"', b'"tcg"', 1)
+    podman_home.install(fixture, data=data)
 
 
 def test_a_native_machine_without_its_native_qemu_is_a_warning_not_a_failure(podman_home: Sandbox) -> None:
