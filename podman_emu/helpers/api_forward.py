@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from podman_emu.conversion.helper_registry import ForwardState
+from podman_emu.fsutil import atomic_write
 
 PROBE_INTERVAL_S = 2.0
 PROBE_TIMEOUT_S = 20.0
@@ -36,10 +37,7 @@ class ForwardRequest:
 
 def _save(path: Path, state: ForwardState) -> None:
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(temporary, "w", encoding="utf-8") as handle:
-        json.dump(asdict(state), handle)
-    os.replace(temporary, path)
+    atomic_write(path, json.dumps(asdict(state)).encode(), mode=0o600)
 
 
 def _start_ticks(pid: int) -> str | None:
