@@ -17,7 +17,9 @@ from podman_emu.host.capabilities import QemuCapabilities
 from podman_emu.host.cpu_profile import choose_profile
 from podman_emu.host.firmware import find_firmware
 from podman_emu.host.qemu import find_qemu, find_qemu_img, probe_qemu
+from podman_emu.observe.network import network_report
 from podman_emu.podman.machines import LoadedMachine, load_machine
+from podman_emu.podman.running import run_state
 from podman_emu.report.inventory import inspect_loaded
 
 Level = Literal["ok", "warn", "fail", "info"]
@@ -115,6 +117,8 @@ def _machine_checks(name: str, machine: LoadedMachine) -> list[Check]:
             checks.append(
                 Check("files", "fail", f"{created.role} file {created.path} is missing", f"`podman-emu revert {name}`")
             )
+    if kind == "emulated":
+        checks += _start_checks(machine)
     if not report.podman_formatted:
         checks.append(
             Check(
@@ -124,6 +128,14 @@ def _machine_checks(name: str, machine: LoadedMachine) -> list[Check]:
             )
         )
     return checks
+
+
+def _start_checks(machine: LoadedMachine) -> list[Check]:
+    """The start path podman itself does not report on: gvproxy, the launcher, the API forward."""
+    network = network_report(machine, run_state(machine.config))
+    if network.problem:
+        return [Check("start", "warn", network.problem, f"`{network.recovery}`" if network.recovery else None)]
+    return [Check("start", "ok", f"gvproxy through podman-emu's launcher; API forward: {network.forward_text}")]
 
 
 def _missing_binary_check(name: str, binary: str, *, native: bool) -> Check:
