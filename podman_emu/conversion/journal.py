@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from podman_emu.conversion.artifacts import journal_dir, journal_path
 from podman_emu.errors import ConversionStateError
-from podman_emu.fsutil import remove_quietly, write_private
+from podman_emu.fsutil import read_regular, remove_quietly, write_private
 
 SCHEMA = 1
 Status = Literal["converting", "converted", "reverting"]
@@ -75,9 +75,15 @@ def _decode(path: Path, raw: bytes) -> Journal:
 def load_journal(config_path: Path) -> Journal | None:
     path = journal_path(config_path)
     try:
-        raw = path.read_bytes()
+        raw = read_regular(path)
     except FileNotFoundError:
         return None
+    except OSError as exc:
+        raise ConversionStateError(
+            f"the conversion journal {path} cannot be read: {exc.strerror}",
+            hint="podman-emu writes its journals as regular files; move this one away to treat the machine "
+            "as never converted.",
+        ) from None
     return _decode(path, raw)
 
 
@@ -100,7 +106,7 @@ def all_journals() -> list[tuple[Path, Journal | ConversionStateError]]:
     found: list[tuple[Path, Journal | ConversionStateError]] = []
     for entry in entries:
         try:
-            found.append((entry, _decode(entry, entry.read_bytes())))
+            found.append((entry, _decode(entry, read_regular(entry))))
         except ConversionStateError as error:
             found.append((entry, error))
         except OSError:

@@ -172,7 +172,7 @@ def probe_qemu(path: Path) -> QemuCapabilities:
     key = _cache_key(path)
     cache: dict[str, dict[str, object]] = {}
     try:
-        loaded = json.loads(cache_file.read_text())
+        loaded = json.loads(fsutil.read_regular(cache_file))
         if isinstance(loaded, dict) and loaded.get("schema") == _CACHE_SCHEMA:
             cache = loaded.get("probes", {})
     except (OSError, ValueError):

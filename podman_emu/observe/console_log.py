@@ -12,8 +12,10 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 from podman_emu.conversion.artifacts import rotated_path
+from podman_emu.fsutil import open_regular
 
 CONSOLE_LIMIT_BYTES = 8 * 1024 * 1024
 
@@ -26,6 +28,12 @@ def rotate_if_large(log: Path, limit: int | None = None) -> bool:
     except OSError:
         return False
     return True
+
+
+def open_log(path: Path) -> BinaryIO:
+    """A console log file opened for reading; OSError for anything but a regular file (a FIFO
+    there would block the reader forever)."""
+    return os.fdopen(open_regular(path), "rb")
 
 
 def log_files(log: Path) -> list[Path]:
@@ -42,7 +50,7 @@ def read_tail_bytes(paths: Sequence[Path], max_bytes: int) -> tuple[bytes, bool]
             older = list(reversed(paths))[index:]
             return b"".join(reversed(chunks)), not any(p.is_file() and p.stat().st_size for p in older)
         try:
-            with path.open("rb") as handle:
+            with open_log(path) as handle:
                 size = os.fstat(handle.fileno()).st_size
                 start = max(0, size - remaining)
                 handle.seek(start)

@@ -11,6 +11,7 @@ Linux and macOS and never waits on qemu.
 from __future__ import annotations
 
 import os
+import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from typing import BinaryIO
 from podman_emu.conversion import journal as journals
 from podman_emu.conversion.artifacts import configured_console_log, console_log_path, is_emulated, rotated_path
 from podman_emu.errors import NoConsoleLog
-from podman_emu.observe.console_log import rotate_if_large
+from podman_emu.observe.console_log import open_log, rotate_if_large
 from podman_emu.observe.sanitize import Sanitizer
 from podman_emu.podman.machines import load_machine
 
@@ -63,9 +64,10 @@ def machine_console(name: str) -> MachineConsole:
 
 def _snapshot(path: Path) -> tuple[Path, int] | None:
     try:
-        return path, path.stat().st_size
+        info = path.stat()
     except OSError:
         return None
+    return (path, info.st_size) if stat.S_ISREG(info.st_mode) else None
 
 
 def _tail_bytes(parts: list[tuple[Path, int]], count: int) -> bytes:
@@ -75,7 +77,7 @@ def _tail_bytes(parts: list[tuple[Path, int]], count: int) -> bytes:
     last_byte: bytes | None = None
     for path, size in reversed(parts):
         try:
-            with path.open("rb") as handle:
+            with open_log(path) as handle:
                 end = size
                 while end > 0 and newlines <= count:
                     start = max(0, end - READ_CHUNK)
@@ -98,7 +100,7 @@ def _tail_bytes(parts: list[tuple[Path, int]], count: int) -> bytes:
 
 def _copy(path: Path, size: int, sanitizer: Sanitizer, write: Write) -> None:
     try:
-        with path.open("rb") as handle:
+        with open_log(path) as handle:
             remaining = size
             while remaining > 0:
                 chunk = handle.read(min(READ_CHUNK, remaining))
@@ -128,7 +130,7 @@ class Follower:
         was before can be printed without a gap or a repeat."""
         for path in (self.log, rotated_path(self.log)):
             try:
-                handle = path.open("rb")
+                handle = open_log(path)
             except OSError:
                 continue
             self.handle = handle
@@ -181,7 +183,7 @@ class Follower:
                 self.notice(f"{self.log.name} was started anew (machine restarted or log rotated); following it")
             self.close()
             try:
-                self.handle = self.log.open("rb")
+                self.handle = open_log(self.log)
             except OSError:
                 return
             self.position = 0
