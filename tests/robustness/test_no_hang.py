@@ -79,7 +79,9 @@ def test_fifo_in_the_journals_dir(box: Sandbox, aarch64_disk: Path) -> None:
 
 def test_fifo_console_log(box: Sandbox, aarch64_disk: Path) -> None:
     _converted(box, aarch64_disk)
-    log = Path(next(item["path"] for item in read_journal(box)["created"] if item["role"] == "console"))
+    journal = read_journal(box)
+    assert journal is not None
+    log = Path(next(item["path"] for item in journal["created"] if item["role"] == "console"))
     _fifo(log)
     for command in (*READ_COMMANDS, ["logs", MACHINE], ["logs", MACHINE, "-n", "5"]):
         _returns(box, *command)
