@@ -10,6 +10,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import subprocess
 from dataclasses import asdict
 from pathlib import Path
@@ -39,8 +40,29 @@ def _is_executable_file(path: Path) -> bool:
     return path.is_file() and os.access(path, os.X_OK)
 
 
+def only_root_can_change(path: Path) -> bool:
+    """Is `path`, and every directory above it, owned by root and writable by nobody else? What
+    root may execute: anything else lets another user choose the code root runs."""
+    current = Path(os.path.abspath(path))
+    for entry in (current, *current.parents):
+        try:
+            info = entry.lstat()
+        except OSError:
+            return False
+        if info.st_uid != 0 or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            return False
+    # A link's target must pass too; its own bits mean nothing.
+    return current.resolve() == current or only_root_can_change(current.resolve())
+
+
+def _may_run(path: Path) -> bool:
+    return os.geteuid() != 0 or only_root_can_change(path)
+
+
 def candidate_binaries(native_binary: str | None) -> list[Path]:
-    """Where to look for qemu-system-aarch64, most specific first."""
+    """Where to look for qemu-system-aarch64, most specific first. As root, a binary some other
+    user could have put or changed is no candidate: the machine's CmdLine[0] is the user's text,
+    and the directory it names may be theirs."""
     candidates: list[Path] = []
     if native_binary and os.path.isabs(native_binary):
         # Beside the machine's own qemu: the same installation, so the same firmware dir.
@@ -52,7 +74,7 @@ def candidate_binaries(native_binary: str | None) -> list[Path]:
     unique: list[Path] = []
     for candidate in candidates:
         absolute = Path(os.path.abspath(candidate))
-        if absolute not in unique:
+        if absolute not in unique and _may_run(absolute):
             unique.append(absolute)
     return unique
 
@@ -69,9 +91,10 @@ def find_qemu(explicit: str | None, native_binary: str | None) -> Path:
     for candidate in candidate_binaries(native_binary):
         if _is_executable_file(candidate):
             return candidate
+    as_root = "; as root, only binaries that no other user can change" if os.geteuid() == 0 else ""
     raise HostNotReady(
         f"{QEMU_AARCH64} was not found (looked beside the machine's qemu, on PATH and in "
-        f"{', '.join(WELL_KNOWN_BIN_DIRS)})",
+        f"{', '.join(WELL_KNOWN_BIN_DIRS)}{as_root})",
         hint="Install it: Debian/Ubuntu `apt-get install qemu-system-arm qemu-efi-aarch64`, Fedora "
         "`dnf install qemu-system-aarch64 edk2-aarch64`, macOS `brew install qemu`. Or pass --qemu PATH.",
     )
@@ -205,7 +228,7 @@ def find_qemu_img(qemu_binary: Path | None) -> Path:
         candidates.append(Path(found))
     candidates.extend(Path(directory) / "qemu-img" for directory in WELL_KNOWN_BIN_DIRS)
     for candidate in candidates:
-        if _is_executable_file(candidate):
+        if _is_executable_file(candidate) and _may_run(candidate):
             return candidate
     raise HostNotReady(
         "qemu-img was not found (needed to resize the aarch64 disk to the machine's disk size)",

@@ -10,6 +10,7 @@ order, which is also the order in which they were written.
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Sequence
 from pathlib import Path
 from typing import BinaryIO
@@ -21,8 +22,12 @@ CONSOLE_LIMIT_BYTES = 8 * 1024 * 1024
 
 
 def rotate_if_large(log: Path, limit: int | None = None) -> bool:
+    """Callers pass the log podman-emu created (artifacts.console_log_path), never a path read
+    from a config: a user can name any file there, and a read command must not move it. A
+    symlink or anything but a regular file is not podman-emu's log either."""
     try:
-        if log.stat().st_size <= (CONSOLE_LIMIT_BYTES if limit is None else limit):
+        info = log.lstat()
+        if not stat.S_ISREG(info.st_mode) or info.st_size <= (CONSOLE_LIMIT_BYTES if limit is None else limit):
             return False
         os.replace(log, rotated_path(log))
     except OSError:

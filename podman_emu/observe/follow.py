@@ -34,8 +34,9 @@ Write = Callable[[str], None]
 @dataclass(frozen=True)
 class MachineConsole:
     name: str
-    log: Path
+    log: Path  # where the machine's qemu writes its console, as its CmdLine says
     emulated: bool
+    own_log: Path  # the log podman-emu created for it: the only one podman-emu may rotate
 
 
 def machine_console(name: str) -> MachineConsole:
@@ -44,11 +45,12 @@ def machine_console(name: str) -> MachineConsole:
     emulated = is_emulated(machine.document.content)
     configured = configured_console_log(machine.config.CmdLine)
     if configured:
-        return MachineConsole(name, Path(configured), emulated)
+        return MachineConsole(name, Path(configured), emulated, console_log_path(machine.config_path))
     if journals.load_journal(machine.config_path) is not None and emulated:
         # Converted, but the console options were edited out of CmdLine since: the file may still
         # hold earlier boots.
-        return MachineConsole(name, console_log_path(machine.config_path), emulated)
+        own = console_log_path(machine.config_path)
+        return MachineConsole(name, own, emulated, own)
     if emulated:
         raise NoConsoleLog(
             f"machine {name!r} runs qemu-system-aarch64 without podman-emu's console log",
@@ -208,11 +210,14 @@ def show_console(
     notice: Write | None = None,
     stop: Callable[[], bool] = lambda: False,
     interval: float = POLL_INTERVAL_S,
+    own_log: Path | None = None,
 ) -> None:
     """Print the last `lines` lines (all when None) of the console log, then, with `follow`,
-    everything it gets until `stop()` is true or the user interrupts."""
+    everything it gets until `stop()` is true or the user interrupts. `own_log`, the log
+    podman-emu created, is rotated first when it is over the limit."""
     say = notice or (lambda _message: None)
-    rotate_if_large(log)
+    if own_log is not None:
+        rotate_if_large(own_log)
     follower = Follower(log, write, notice)
     opened = follower.open() if follow else None
     parts: list[tuple[Path, int]] = []

@@ -264,7 +264,6 @@ class ConsoleReport:
 def console_report(log: Path | None) -> ConsoleReport:
     if log is None:
         return ConsoleReport(None)
-    rotate_if_large(log)
     files = log_files(log)
     if not files:
         return ConsoleReport(log, files)
@@ -313,6 +312,7 @@ def machine_status(name: str) -> StatusReport:
     check = run_state(machine.config)
     configured_log = configured_console_log(argv)
     log = Path(configured_log) if configured_log else (console_log_path(machine.config_path) if journal else None)
+    rotate_if_large(console_log_path(machine.config_path))
     pid, pid_file = _qemu_pid(argv, machine.config.vm_pid_file)
     if check.state is not RunState.STOPPED:
         qemu = ask_qemu(machine.config.qmp_socket)

@@ -100,10 +100,10 @@ def _machine_row(
 
 def _listed_row(machine: ListedMachine) -> MachineRow:
     row = _machine_row(machine, journals.load_journal(machine.config_path), run_state(machine.config))
+    rotate_if_large(console_log_path(machine.config_path))
     log = configured_console_log(machine.config.CmdLine)
     if log is None:
         return row
-    rotate_if_large(Path(log))
     if row.state is RunState.STOPPED:
         return row
     # A short look at the end of the log: enough to name the stage, cheap for list.
