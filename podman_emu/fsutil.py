@@ -119,7 +119,11 @@ class PendingFile:
         os.fsync(self.fd)
 
 
-def _create_exclusive(path: Path) -> int:
+def create_exclusive(path: Path) -> int:
+    """A new, private (0600) file at `path`, open for writing. Temp names are predictable (they
+    carry the pid), so whatever already sits there is never opened: O_EXCL with O_NOFOLLOW makes
+    the kernel refuse a planted symlink or FIFO, which is then removed (the entry, never what a
+    link points at) before one more exclusive try."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
     try:
         return os.open(path, flags, 0o600)
@@ -128,6 +132,16 @@ def _create_exclusive(path: Path) -> int:
         # this process does one replacement of a target at a time): it is litter, not a writer.
         os.unlink(path)
         return os.open(path, flags, 0o600)
+
+
+def chmod_no_follow(path: Path, mode: int) -> None:
+    """chmod the file at `path` itself: a symlink put there in between fails the open instead of
+    handing its target's mode over (Linux has no lchmod)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
+    try:
+        os.fchmod(fd, mode)
+    finally:
+        os.close(fd)
 
 
 @contextlib.contextmanager
@@ -150,7 +164,7 @@ def replace_atomically(
         except FileNotFoundError:
             mode = NEW_FILE_MODE
     temporary = temp_name(target)
-    fd = _create_exclusive(temporary)
+    fd = create_exclusive(temporary)
     try:
         try:
             os.fchmod(fd, mode)

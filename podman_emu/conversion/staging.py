@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from podman_emu.conversion.plan import FileAction, Plan
 from podman_emu.errors import ConversionStateError, StagingFailed
-from podman_emu.fsutil import remove_quietly, temp_name
+from podman_emu.fsutil import chmod_no_follow, create_exclusive, open_regular, remove_quietly, temp_name
 from podman_emu.host.capabilities import PFLASH_SIZE
 from podman_emu.images.arch import ArchVerdict
 from podman_emu.images.install import DiskInstall, install_disk
@@ -28,13 +27,22 @@ class StagedFile:
 
 def _stage_vars(action: FileAction) -> StagedFile:
     staged = temp_name(Path(action.destination))
-    if action.source:
-        shutil.copyfile(action.source, staged)
-    else:
-        # podman's own recipe (dd if=/dev/zero bs=1m count=64): edk2 formats a blank store.
-        with open(staged, "wb") as handle:
-            handle.truncate(PFLASH_SIZE)
-    os.chmod(staged, 0o644)
+    fd = create_exclusive(staged)
+    try:
+        if action.source:
+            source = open_regular(action.source)
+            try:
+                while chunk := os.read(source, 1 << 20):
+                    while chunk:
+                        chunk = chunk[os.write(fd, chunk) :]
+            finally:
+                os.close(source)
+        else:
+            # podman's own recipe (dd if=/dev/zero bs=1m count=64): edk2 formats a blank store.
+            os.ftruncate(fd, PFLASH_SIZE)
+        os.fchmod(fd, 0o644)
+    finally:
+        os.close(fd)
     return StagedFile(action, staged)
 
 
@@ -42,7 +50,7 @@ def _stage_disk(action: FileAction, disk: DiskInstall) -> StagedFile:
     staged = temp_name(Path(action.destination))
     installed = install_disk(disk, staged)
     # Readable like the native disk podman made (0644), not private like a download.
-    os.chmod(staged, 0o644)
+    chmod_no_follow(staged, 0o644)
     return StagedFile(action, staged, installed.source_sha256, installed.arch)
 
 
