@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from podman_emu.errors import MachineBusy, PodmanEmuError
+from podman_emu.errors import MachineBusy, PodmanEmuError, UnsafeDirectory
 
 TEMP_MARKER = ".podman-emu-tmp"
 LOCK_WAIT_S = 10.0
@@ -194,23 +194,64 @@ def atomic_write(
         output.write(data)
 
 
-def private_dir(path: Path) -> Path:
-    """A directory of podman-emu's own that only the user can read (journals name every file of a
-    machine). `path` itself is tightened to 0700 even when it existed with looser bits; parents
-    it has to create are made 0700 too, and parents that existed are left as they are."""
+def shared_with_others(directory: Path) -> str | None:
+    """Why users other than this one could add, remove or replace entries in `directory` (so
+    plant a journal, or swap a file for a link), or None when they cannot or it does not exist."""
+    try:
+        info = os.stat(directory)
+    except OSError:
+        return None
+    if info.st_uid != os.geteuid():
+        return f"it belongs to uid {info.st_uid}"
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return f"its mode {stat.S_IMODE(info.st_mode):04o} lets other users create and replace files in it"
+    return None
+
+
+_OWN_DIRS_HINT = (
+    "Point PODMAN_EMU_STATE_DIR (journals, console logs) and PODMAN_EMU_CACHE_DIR (images) at directories "
+    "only you can write to, or unset them for the defaults; if the directory is yours alone, `chmod go-w` it."
+)
+
+
+def refuse_shared(*directories: Path) -> None:
+    """UnsafeDirectory for the first of `directories` that others can write into (see
+    shared_with_others); directories that do not exist yet pass."""
+    for directory in directories:
+        reason = shared_with_others(directory)
+        if reason is not None:
+            raise UnsafeDirectory(
+                f"podman-emu does not keep its files in {directory}: {reason}, so other users could "
+                "plant or replace them",
+                hint=_OWN_DIRS_HINT,
+            )
+
+
+def private_dir(path: Path, *, root: Path | None = None) -> Path:
+    """A directory of podman-emu's own. What it has to create (`path` and missing parents) is
+    made 0700: journals name every file of a machine. A directory that existed keeps its mode
+    (it may be shared, like /tmp), and `path` is refused when others can write into it; so is
+    `root` (the state or cache dir `path` lies in), before anything is created inside it."""
+    if root is not None:
+        refuse_shared(root)
     missing = []
     parent = path.parent
     while not parent.exists() and parent != parent.parent:
         missing.append(parent)
         parent = parent.parent
     for directory in reversed(missing):
-        with contextlib.suppress(FileExistsError):
-            directory.mkdir(mode=0o700)
-            directory.chmod(0o700)  # mkdir's mode is masked by the umask
-    with contextlib.suppress(FileExistsError):
-        path.mkdir(mode=0o700)
-    path.chmod(0o700)
+        _make_private(directory)
+    _make_private(path)
+    refuse_shared(path)
     return path
+
+
+def _make_private(directory: Path) -> None:
+    try:
+        directory.mkdir(mode=0o700)
+    except FileExistsError:
+        return  # not ours to change
+    directory.chmod(0o700)  # mkdir's mode is masked by the umask
 
 
 def write_private(target: Path, data: bytes) -> None:
@@ -220,9 +261,21 @@ def write_private(target: Path, data: bytes) -> None:
 
 
 def write_cache(target: Path, data: bytes) -> None:
-    """Best effort: a cache that cannot be written only costs the next run a recomputation."""
-    with contextlib.suppress(OSError):
+    """Best effort: a cache that cannot be written (or only into a shared directory) only costs
+    the next run a recomputation."""
+    with contextlib.suppress(OSError, UnsafeDirectory):
         write_private(target, data)
+
+
+def read_cache(target: Path) -> bytes | None:
+    """A cache file's bytes; None when absent, unreadable, or in a directory others can write
+    into (its content could be anyone's)."""
+    if shared_with_others(target.parent) is not None:
+        return None
+    try:
+        return read_regular(target)
+    except OSError:
+        return None
 
 
 def _acquire(

@@ -195,7 +195,7 @@ def probe_qemu(path: Path) -> QemuCapabilities:
     key = _cache_key(path)
     cache: dict[str, dict[str, object]] = {}
     try:
-        loaded = json.loads(fsutil.read_regular(cache_file))
+        loaded = json.loads(fsutil.read_cache(cache_file) or b"{}")
         if isinstance(loaded, dict) and loaded.get("schema") == _CACHE_SCHEMA:
             cache = loaded.get("probes", {})
     except (OSError, ValueError):

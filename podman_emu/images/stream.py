@@ -433,7 +433,7 @@ def resolve_stream_image(
                 hint="check the network (nothing is cached for this stream yet), or pass --image",
             ) from None
         return replace(cached, offline_reason=f"cannot fetch the {stream} stream metadata: {problem}")
-    directory = fsutil.private_dir(images_dir())
+    directory = fsutil.private_dir(images_dir(), root=paths.cache_dir())
     with fsutil.flocked(
         directory / f"{disk.sha256}.lock",
         create=True,

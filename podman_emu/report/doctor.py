@@ -173,4 +173,9 @@ def run_doctor(name: str | None) -> DoctorReport:
     stale = _stale_temp_files_check()
     if stale is not None:
         checks.append(stale)
-    return DoctorReport(checks, find_leftovers())
+    try:
+        leftovers = find_leftovers()
+    except PodmanEmuError as error:
+        checks.append(Check("state", "fail", error.message, error.hint))
+        leftovers = []
+    return DoctorReport(checks, leftovers)
