@@ -35,6 +35,30 @@ def rotate_if_large(log: Path, limit: int | None = None) -> bool:
     return True
 
 
+def console_log_problem(log: Path) -> str | None:
+    """Why qemu could not open this console log at its next start (it then refuses to start at
+    all), or None. qemu creates the file, never its directory: a deleted consoles dir (state dir
+    cleaned, moved, on a tmpfs) stops the machine while everything else looks fine."""
+    directory = log.parent
+    if not directory.is_dir():
+        return (
+            f"the console log's directory {directory} does not exist: qemu cannot open {log.name} there "
+            "and refuses to start the machine"
+        )
+    if not os.access(directory, os.W_OK | os.X_OK) and not log.exists():
+        return f"the console log's directory {directory} is not writable: qemu cannot create {log.name} there"
+    if log.is_symlink() or (log.exists() and not log.is_file()):
+        return f"the console log {log} is not a regular file: qemu would write wherever it leads"
+    return None
+
+
+def console_log_fix(log: Path, name: str) -> str:
+    return (
+        f"Recreate the directory: `mkdir -p -m 700 {log.parent}` (podman-emu keeps each converted machine's "
+        f"console log there, so its state dir must outlive the conversion), or `podman-emu revert {name}`."
+    )
+
+
 def open_log(path: Path) -> BinaryIO:
     """A console log file opened for reading; OSError for anything but a regular file (a FIFO
     there would block the reader forever)."""

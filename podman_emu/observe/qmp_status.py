@@ -26,7 +26,7 @@ from podman_emu.conversion import journal as journals
 from podman_emu.conversion.artifacts import configured_console_log, console_log_path, is_emulated
 from podman_emu.conversion.journal import emulation_status
 from podman_emu.observe.boot_stage import BootProgress, last_boot
-from podman_emu.observe.console_log import log_files, rotate_if_large
+from podman_emu.observe.console_log import console_log_fix, console_log_problem, log_files, rotate_if_large
 from podman_emu.podman.machines import ConfiguredQemu, load_machine
 from podman_emu.podman.running import RunCheck, RunState, live_pid, run_state
 from podman_emu.qemu.argv import first_value
@@ -245,6 +245,8 @@ class ConsoleReport:
     size_bytes: int = 0
     last_output_age_s: float | None = None
     boot: BootProgress | None = None
+    problem: str | None = None  # why qemu could not open the log at its next start
+    fix: str | None = None
 
     @property
     def exists(self) -> bool:
@@ -254,6 +256,8 @@ class ConsoleReport:
         if self.log is None:
             return {"log": None, "exists": False, "boot": None}
         report: dict[str, Any] = {"log": str(self.log), "exists": self.exists, "files": [str(f) for f in self.files]}
+        report["problem"] = self.problem
+        report["fix"] = self.fix
         if self.exists:
             report["size_bytes"] = self.size_bytes
             report["last_output_age_s"] = self.last_output_age_s
@@ -261,16 +265,20 @@ class ConsoleReport:
         return report
 
 
-def console_report(log: Path | None) -> ConsoleReport:
+def console_report(log: Path | None, name: str) -> ConsoleReport:
     if log is None:
         return ConsoleReport(None)
+    problem = console_log_problem(log)
+    fix = console_log_fix(log, name) if problem is not None else None
     files = log_files(log)
     if not files:
-        return ConsoleReport(log, files)
+        return ConsoleReport(log, files, problem=problem, fix=fix)
     newest = max(files, key=lambda f: f.stat().st_mtime)
     return ConsoleReport(
         log,
         files,
+        problem=problem,
+        fix=fix,
         size_bytes=sum(f.stat().st_size for f in files),
         last_output_age_s=round(max(0.0, time.time() - newest.stat().st_mtime), 1),
         boot=last_boot(log),
@@ -329,5 +337,5 @@ def machine_status(name: str) -> StatusReport:
         qemu=qemu,
         pid=pid,
         uptime_s=round(process_uptime(pid, pid_file) or 0.0, 1) if pid is not None else None,
-        console=console_report(log),
+        console=console_report(log, machine.name),
     )

@@ -6,9 +6,11 @@ from __future__ import annotations
 import os
 import shutil
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 from podman_emu import paths, proc
+from podman_emu.conversion.artifacts import configured_console_log
 from podman_emu.conversion.leftovers import Leftover, find_leftovers
 from podman_emu.errors import HostNotReady, PodmanEmuError
 from podman_emu.fsutil import stale_temp_files
@@ -16,6 +18,7 @@ from podman_emu.host.capabilities import QemuCapabilities
 from podman_emu.host.cpu_profile import choose_profile
 from podman_emu.host.firmware import find_firmware
 from podman_emu.host.qemu import find_qemu, find_qemu_img, probe_qemu
+from podman_emu.observe.console_log import console_log_fix, console_log_problem
 from podman_emu.podman.machines import LoadedMachine, load_machine
 from podman_emu.report.inventory import inspect_loaded
 
@@ -112,6 +115,11 @@ def _machine_checks(name: str, machine: LoadedMachine) -> list[Check]:
                 f"`podman-emu revert {name}`, then convert again.",
             )
         )
+    console_log = configured_console_log(argv)
+    if console_log is not None:
+        problem = console_log_problem(Path(console_log))
+        if problem is not None:
+            checks.append(Check("console log", "fail", problem, console_log_fix(Path(console_log), name)))
     for created in report.journal.created if report.journal is not None else []:
         if created.role != "console" and not os.path.exists(created.path):
             checks.append(
