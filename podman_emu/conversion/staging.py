@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
 from podman_emu.conversion.plan import FileAction, Plan
 from podman_emu.errors import ConversionStateError, StagingFailed
-from podman_emu.fsutil import chmod_no_follow, create_exclusive, open_regular, remove_quietly, temp_name
+from podman_emu.fsutil import chmod_no_follow, create_exclusive, file_kind, open_regular, remove_quietly, temp_name
 from podman_emu.host.capabilities import PFLASH_SIZE
 from podman_emu.images.arch import ArchVerdict
 from podman_emu.images.install import DiskInstall, install_disk
@@ -60,9 +61,27 @@ def discard_staged(staged: list[StagedFile]) -> None:
             remove_quietly(item.staged)
 
 
+def _refuse_odd_console_log(path: str) -> None:
+    """An earlier boot's log may stay (qemu appends to it); anything but a regular file may not:
+    qemu follows a symlink, and blocks opening a FIFO."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if stat.S_ISREG(info.st_mode):
+        return
+    kind = "a symlink" if stat.S_ISLNK(info.st_mode) else file_kind(info.st_mode)
+    raise ConversionStateError(
+        f"the console log {path} is {kind}: qemu would write the machine's console wherever it leads",
+        hint="podman-emu's console logs are regular files that qemu creates; remove it and run convert again.",
+    )
+
+
 def refuse_existing_destinations(plan: Plan) -> None:
     for action in plan.files:
-        if action.role != "console" and os.path.lexists(action.destination):
+        if action.role == "console":
+            _refuse_odd_console_log(action.destination)
+        elif os.path.lexists(action.destination):
             raise ConversionStateError(
                 f"{action.destination} already exists; podman-emu does not overwrite files it did not create",
                 hint="A plain `podman-emu revert` keeps the aarch64 disk, and an interrupted run can leave "

@@ -131,10 +131,11 @@ def _parse_accelerators(text: str) -> tuple[str, ...]:
     return tuple(line.strip() for line in text.splitlines()[1:] if line.strip())
 
 
-def _probe_pauth_impdef(path: Path) -> bool:
-    # The property only exists on QEMU >= 6.0 builds with TCG; asking qemu is the only sure way.
-    # -S keeps the guest from running; the QMP quit makes qemu leave at once.
-    result = _run(
+def _try_cpu(path: Path, cpu: str) -> subprocess.CompletedProcess[str]:
+    """Start `path` with `-cpu cpu` and make it quit at once: the only sure test of a model's
+    properties (QEMU 7.2 has no `-cpu NAME,help`). -S keeps the guest from running; the QMP quit
+    makes qemu leave as soon as the CPU is built."""
+    return _run(
         [
             str(path),
             "-M",
@@ -142,7 +143,7 @@ def _probe_pauth_impdef(path: Path) -> bool:
             "-accel",
             "tcg",
             "-cpu",
-            "max,pauth-impdef=on",
+            cpu,
             "-display",
             "none",
             "-nodefaults",
@@ -153,7 +154,25 @@ def _probe_pauth_impdef(path: Path) -> bool:
         ],
         stdin='{"execute": "qmp_capabilities"}\n{"execute": "quit"}\n',
     )
-    return result.returncode == 0
+
+
+def _probe_pauth_impdef(path: Path) -> bool:
+    # The property only exists on QEMU >= 6.0 builds with TCG.
+    return _try_cpu(path, "max,pauth-impdef=on").returncode == 0
+
+
+def refuse_cpu_qemu_rejects(path: Path, cpu: str) -> None:
+    """A --cpu whose model is in the list can still carry a property qemu rejects (a typo, a
+    property of another model): found now, not when `podman machine start` runs qemu."""
+    result = _try_cpu(path, cpu)
+    if result.returncode == 0:
+        return
+    said = next((line for line in result.stderr.splitlines() if line.strip()), "no reason given")
+    model = cpu.split(",", 1)[0]
+    raise UsageError(
+        f"--cpu {cpu}: {path} refuses it ({said.removeprefix(f'{path.name}: ').strip()})",
+        hint=f"The model's properties: `{path} -M virt -device {model}-arm-cpu,help`.",
+    )
 
 
 def _probe(path: Path) -> QemuCapabilities:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from podman_emu import paths, proc
-from podman_emu.conversion.artifacts import configured_console_log
+from podman_emu.conversion.artifacts import configured_console_log, is_emulated
 from podman_emu.conversion.leftovers import Leftover, find_leftovers
 from podman_emu.errors import HostNotReady, PodmanEmuError
 from podman_emu.fsutil import stale_temp_files
@@ -107,14 +107,7 @@ def _machine_checks(name: str, machine: LoadedMachine) -> list[Check]:
     checks = [Check(f"machine {name}", "ok", f"podman {row.podman} layout, {row.emulation}, {row.state.value}")]
     argv = machine.config.CmdLine
     if not os.path.isabs(argv[0]) or not os.access(argv[0], os.X_OK):
-        checks.append(
-            Check(
-                "binary",
-                "fail",
-                f"CmdLine[0] {argv[0]} is not an executable file: podman would silently run its host-arch qemu",
-                f"`podman-emu revert {name}`, then convert again.",
-            )
-        )
+        checks.append(_missing_binary_check(name, argv[0], emulated=is_emulated(machine.document.content)))
     console_log = configured_console_log(argv)
     if console_log is not None:
         problem = console_log_problem(Path(console_log))
@@ -134,6 +127,24 @@ def _machine_checks(name: str, machine: LoadedMachine) -> list[Check]:
             )
         )
     return checks
+
+
+def _missing_binary_check(name: str, binary: str, *, emulated: bool) -> Check:
+    if emulated:
+        return Check(
+            "binary",
+            "fail",
+            f"CmdLine[0] {binary} is not an executable file: podman would silently run its host-arch qemu",
+            f"`podman-emu revert {name}`, then convert again.",
+        )
+    # Native: nothing podman-emu did is broken, and converting replaces this binary anyway.
+    return Check(
+        "binary",
+        "warn",
+        f"the native qemu {binary} is not an executable file: starting the machine natively would fail "
+        "or run another qemu",
+        f"Reinstall the host's qemu there to start it natively; `podman-emu convert {name}` does not need it.",
+    )
 
 
 def _stale_temp_files_check() -> Check | None:
