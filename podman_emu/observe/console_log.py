@@ -35,6 +35,25 @@ def rotate_if_large(log: Path, limit: int | None = None) -> bool:
     return True
 
 
+def console_log_to_read(configured: str | None, own: Path) -> Path | None:
+    """The console log a read command may open: the one the machine's CmdLine names, except
+    that root reads no file a user's config names (`logs` would print a root-only file), only
+    podman-emu's own log in root's state dir. None: nothing may be read."""
+    if configured is None:
+        return None
+    path = Path(configured)
+    if os.geteuid() == 0 and path != own:
+        return None
+    return path
+
+
+def root_refuses_reading(configured: str) -> str:
+    return (
+        f"as root, podman-emu reads no console log but its own: {configured} is named by the machine's config, "
+        "which its user can point at any file"
+    )
+
+
 def console_log_problem(log: Path) -> str | None:
     """Why qemu could not open this console log at its next start (it then refuses to start at
     all), or None. qemu creates the file, never its directory: a deleted consoles dir (state dir

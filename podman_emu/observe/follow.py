@@ -21,7 +21,7 @@ from typing import BinaryIO
 from podman_emu.conversion import journal as journals
 from podman_emu.conversion.artifacts import configured_console_log, console_log_path, is_emulated, rotated_path
 from podman_emu.errors import NoConsoleLog
-from podman_emu.observe.console_log import open_log, rotate_if_large
+from podman_emu.observe.console_log import console_log_to_read, open_log, root_refuses_reading, rotate_if_large
 from podman_emu.observe.sanitize import Sanitizer
 from podman_emu.podman.machines import load_machine
 
@@ -44,12 +44,18 @@ def machine_console(name: str) -> MachineConsole:
     machine = load_machine(name)
     emulated = is_emulated(machine.document.content)
     configured = configured_console_log(machine.config.CmdLine)
+    own = console_log_path(machine.config_path)
     if configured:
-        return MachineConsole(name, Path(configured), emulated, console_log_path(machine.config_path))
+        readable = console_log_to_read(configured, own)
+        if readable is None:
+            raise NoConsoleLog(
+                root_refuses_reading(configured),
+                hint=f"Run `podman-emu logs {name}` as the machine's owner.",
+            )
+        return MachineConsole(name, readable, emulated, own)
     if journals.load_journal(machine.config_path) is not None and emulated:
         # Converted, but the console options were edited out of CmdLine since: the file may still
         # hold earlier boots.
-        own = console_log_path(machine.config_path)
         return MachineConsole(name, own, emulated, own)
     if emulated:
         raise NoConsoleLog(

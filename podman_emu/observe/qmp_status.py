@@ -26,7 +26,14 @@ from podman_emu.conversion import journal as journals
 from podman_emu.conversion.artifacts import configured_console_log, console_log_path, is_emulated
 from podman_emu.conversion.journal import emulation_status
 from podman_emu.observe.boot_stage import BootProgress, last_boot
-from podman_emu.observe.console_log import console_log_fix, console_log_problem, log_files, rotate_if_large
+from podman_emu.observe.console_log import (
+    console_log_fix,
+    console_log_problem,
+    console_log_to_read,
+    log_files,
+    root_refuses_reading,
+    rotate_if_large,
+)
 from podman_emu.podman.machines import ConfiguredQemu, load_machine
 from podman_emu.podman.running import RunCheck, RunState, live_pid, run_state
 from podman_emu.qemu.argv import first_value
@@ -313,14 +320,23 @@ class StatusReport:
         }
 
 
+def _machine_console_report(configured: str | None, own: Path, *, converted: bool, name: str) -> ConsoleReport:
+    if configured is None:
+        # Converted, but the console options were edited out of CmdLine: earlier boots may be there.
+        return console_report(own if converted else None, name)
+    readable = console_log_to_read(configured, own)
+    if readable is None:
+        return ConsoleReport(Path(configured), problem=root_refuses_reading(configured), fix="Run status as its owner.")
+    return console_report(readable, name)
+
+
 def machine_status(name: str) -> StatusReport:
     machine = load_machine(name)
     argv = list(machine.config.CmdLine)
     journal = journals.load_journal(machine.config_path)
     check = run_state(machine.config)
-    configured_log = configured_console_log(argv)
-    log = Path(configured_log) if configured_log else (console_log_path(machine.config_path) if journal else None)
-    rotate_if_large(console_log_path(machine.config_path))
+    own = console_log_path(machine.config_path)
+    rotate_if_large(own)
     pid, pid_file = _qemu_pid(argv, machine.config.vm_pid_file)
     if check.state is not RunState.STOPPED:
         qemu = ask_qemu(machine.config.qmp_socket)
@@ -337,5 +353,5 @@ def machine_status(name: str) -> StatusReport:
         qemu=qemu,
         pid=pid,
         uptime_s=round(process_uptime(pid, pid_file) or 0.0, 1) if pid is not None else None,
-        console=console_report(log, machine.name),
+        console=_machine_console_report(configured_console_log(argv), own, converted=journal is not None, name=name),
     )

@@ -98,3 +98,21 @@ def test_a_symlink_at_the_own_log_is_not_rotated(box: Sandbox, aarch64_disk: Pat
         run_cli(box, *command, timeout=60)
         changes = diff_snapshots(before, snapshot(box.root, ignore=(box.cache_dir,)), strict=True)
         assert not changes, f"`{' '.join(command)}` changed files: {changes}"
+
+
+@needs_root
+def test_root_reads_no_file_a_config_names_as_its_console_log(box: Sandbox, aarch64_disk: Path) -> None:
+    """`logs` as root on a user's machine would print whatever file the user's config names (a
+    root-only file included): root reads only the console logs in its own state dir."""
+    config = box.install(FIXTURE, name=MACHINE)
+    assert_success(invoke(box, "convert", MACHINE, "--image", str(aarch64_disk)))
+    secret = box.root / "root-only.txt"
+    secret.write_bytes(b"Booting Linux on physical CPU 0x0 SECRET-TOKEN\n")
+    secret.chmod(0o600)
+    _point_console_at(config, secret)
+    for command in (["logs", MACHINE], ["status", MACHINE], ["status", MACHINE, "--json"], ["list", "--json"]):
+        result = run_cli(box, *command, timeout=60)
+        assert "Traceback" not in result.output, result.output
+        assert "SECRET-TOKEN" not in result.output, f"`{' '.join(command)}` printed it:\n{result.output}"
+    refused = run_cli(box, "logs", MACHINE, timeout=60)
+    assert refused.exit_code == 1 and str(secret) in refused.stderr, refused.output
