@@ -12,7 +12,15 @@ from pathlib import Path
 
 from podman_emu.conversion.plan import FileAction, Plan
 from podman_emu.errors import ConversionStateError, StagingFailed
-from podman_emu.fsutil import chmod_no_follow, create_exclusive, file_kind, open_regular, remove_quietly, temp_name
+from podman_emu.fsutil import (
+    PendingFile,
+    chmod_no_follow,
+    create_exclusive,
+    file_kind,
+    open_regular,
+    remove_quietly,
+    temp_name,
+)
 from podman_emu.host.capabilities import PFLASH_SIZE
 from podman_emu.images.arch import ArchVerdict
 from podman_emu.images.install import DiskInstall, install_disk
@@ -31,11 +39,11 @@ def _stage_vars(action: FileAction) -> StagedFile:
     fd = create_exclusive(staged)
     try:
         if action.source:
+            output = PendingFile(fd, staged)
             source = open_regular(action.source)
             try:
                 while chunk := os.read(source, 1 << 20):
-                    while chunk:
-                        chunk = chunk[os.write(fd, chunk) :]
+                    output.write(chunk)
             finally:
                 os.close(source)
         else:
