@@ -15,7 +15,8 @@ exits.
      ├── ConversionStateError conversion-state   exit 1
      ├── StagingFailed       staging-failed      exit 1
      ├── ImageError          image-error         exit 1
-     └── NoConsoleLog        no-console-log      exit 1
+     ├── NoConsoleLog        no-console-log      exit 1
+     └── UnsafeDirectory     unsafe-directory    exit 1
 
 Anything else that escapes a command is a bug: the boundary reports it as `internal-error` with
 ExitCode.INTERNAL, and Ctrl-C as `interrupted` with ExitCode.INTERRUPTED.
@@ -104,3 +105,9 @@ class NoConsoleLog(PodmanEmuError):
     """The machine has no console log podman-emu owns."""
 
     code = "no-console-log"
+
+
+class UnsafeDirectory(PodmanEmuError):
+    """A directory podman-emu would keep its own files in, but other users can write into."""
+
+    code = "unsafe-directory"

@@ -14,16 +14,75 @@ import contextlib
 import errno
 import fcntl
 import os
+import stat
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from podman_emu.errors import MachineBusy, PodmanEmuError
+from podman_emu.errors import MachineBusy, PodmanEmuError, UnsafeDirectory
 
 TEMP_MARKER = ".podman-emu-tmp"
 LOCK_WAIT_S = 10.0
 # A mode podman's own atomic writer uses for a config (ioutils.NewAtomicFileWriterWithOpts, 0644).
 NEW_FILE_MODE = 0o644
+
+
+class NotRegularFile(OSError):
+    """A path that names a FIFO, a device, a socket or a directory where a file was expected."""
+
+    def __init__(self, path: Path | str, kind: str) -> None:
+        super().__init__(errno.EINVAL, f"it is {kind}, not a regular file", str(path))
+        self.kind = kind
+
+
+def file_kind(mode: int) -> str:
+    """What a non-regular file is, in words for a message."""
+    for test, kind in (
+        (stat.S_ISFIFO, "a FIFO (named pipe)"),
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
+        if test(mode):
+            return kind
+    return "not a regular file"
+
+
+def open_regular(path: Path | str, *, follow_symlinks: bool = True) -> int:
+    """A read-only descriptor of the regular file at `path`, or NotRegularFile. Opening a FIFO for
+    reading blocks until a writer comes (for a FIFO nobody writes: forever), so the open is
+    non-blocking and the type is checked on the descriptor itself, which no later swap changes."""
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+    if not follow_symlinks:
+        flags |= getattr(os, "O_NOFOLLOW", 0)
+    fd = os.open(path, flags)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise NotRegularFile(path, file_kind(mode))
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def read_regular(path: Path | str, *, limit: int | None = None) -> bytes:
+    """The bytes of the regular file at `path` (at most `limit`), never blocking (open_regular)."""
+    fd = open_regular(path)
+    try:
+        chunks = []
+        remaining = -1 if limit is None else limit
+        while remaining != 0:
+            chunk = os.read(fd, 1 << 20 if remaining < 0 else min(remaining, 1 << 20))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            if remaining > 0:
+                remaining -= len(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
 
 
 def temp_name(target: Path) -> Path:
@@ -60,7 +119,11 @@ class PendingFile:
         os.fsync(self.fd)
 
 
-def _create_exclusive(path: Path) -> int:
+def create_exclusive(path: Path) -> int:
+    """A new, private (0600) file at `path`, open for writing. Temp names are predictable (they
+    carry the pid), so whatever already sits there is never opened: O_EXCL with O_NOFOLLOW makes
+    the kernel refuse a planted symlink or FIFO, which is then removed (the entry, never what a
+    link points at) before one more exclusive try."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
     try:
         return os.open(path, flags, 0o600)
@@ -69,6 +132,16 @@ def _create_exclusive(path: Path) -> int:
         # this process does one replacement of a target at a time): it is litter, not a writer.
         os.unlink(path)
         return os.open(path, flags, 0o600)
+
+
+def chmod_no_follow(path: Path, mode: int) -> None:
+    """chmod the file at `path` itself: a symlink put there in between fails the open instead of
+    handing its target's mode over (Linux has no lchmod)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
+    try:
+        os.fchmod(fd, mode)
+    finally:
+        os.close(fd)
 
 
 @contextlib.contextmanager
@@ -91,7 +164,7 @@ def replace_atomically(
         except FileNotFoundError:
             mode = NEW_FILE_MODE
     temporary = temp_name(target)
-    fd = _create_exclusive(temporary)
+    fd = create_exclusive(temporary)
     try:
         try:
             os.fchmod(fd, mode)
@@ -121,23 +194,64 @@ def atomic_write(
         output.write(data)
 
 
-def private_dir(path: Path) -> Path:
-    """A directory of podman-emu's own that only the user can read (journals name every file of a
-    machine). `path` itself is tightened to 0700 even when it existed with looser bits; parents
-    it has to create are made 0700 too, and parents that existed are left as they are."""
+def shared_with_others(directory: Path) -> str | None:
+    """Why users other than this one could add, remove or replace entries in `directory` (so
+    plant a journal, or swap a file for a link), or None when they cannot or it does not exist."""
+    try:
+        info = os.stat(directory)
+    except OSError:
+        return None
+    if info.st_uid != os.geteuid():
+        return f"it belongs to uid {info.st_uid}"
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return f"its mode {stat.S_IMODE(info.st_mode):04o} lets other users create and replace files in it"
+    return None
+
+
+_OWN_DIRS_HINT = (
+    "Point PODMAN_EMU_STATE_DIR (journals, console logs) and PODMAN_EMU_CACHE_DIR (images) at directories "
+    "only you can write to, or unset them for the defaults; if the directory is yours alone, `chmod go-w` it."
+)
+
+
+def refuse_shared(*directories: Path) -> None:
+    """UnsafeDirectory for the first of `directories` that others can write into (see
+    shared_with_others); directories that do not exist yet pass."""
+    for directory in directories:
+        reason = shared_with_others(directory)
+        if reason is not None:
+            raise UnsafeDirectory(
+                f"podman-emu does not keep its files in {directory}: {reason}, so other users could "
+                "plant or replace them",
+                hint=_OWN_DIRS_HINT,
+            )
+
+
+def private_dir(path: Path, *, root: Path | None = None) -> Path:
+    """A directory of podman-emu's own. What it has to create (`path` and missing parents) is
+    made 0700: journals name every file of a machine. A directory that existed keeps its mode
+    (it may be shared, like /tmp), and `path` is refused when others can write into it; so is
+    `root` (the state or cache dir `path` lies in), before anything is created inside it."""
+    if root is not None:
+        refuse_shared(root)
     missing = []
     parent = path.parent
     while not parent.exists() and parent != parent.parent:
         missing.append(parent)
         parent = parent.parent
     for directory in reversed(missing):
-        with contextlib.suppress(FileExistsError):
-            directory.mkdir(mode=0o700)
-            directory.chmod(0o700)  # mkdir's mode is masked by the umask
-    with contextlib.suppress(FileExistsError):
-        path.mkdir(mode=0o700)
-    path.chmod(0o700)
+        _make_private(directory)
+    _make_private(path)
+    refuse_shared(path)
     return path
+
+
+def _make_private(directory: Path) -> None:
+    try:
+        directory.mkdir(mode=0o700)
+    except FileExistsError:
+        return  # not ours to change
+    directory.chmod(0o700)  # mkdir's mode is masked by the umask
 
 
 def write_private(target: Path, data: bytes) -> None:
@@ -147,9 +261,21 @@ def write_private(target: Path, data: bytes) -> None:
 
 
 def write_cache(target: Path, data: bytes) -> None:
-    """Best effort: a cache that cannot be written only costs the next run a recomputation."""
-    with contextlib.suppress(OSError):
+    """Best effort: a cache that cannot be written (or only into a shared directory) only costs
+    the next run a recomputation."""
+    with contextlib.suppress(OSError, UnsafeDirectory):
         write_private(target, data)
+
+
+def read_cache(target: Path) -> bytes | None:
+    """A cache file's bytes; None when absent, unreadable, or in a directory others can write
+    into (its content could be anyone's)."""
+    if shared_with_others(target.parent) is not None:
+        return None
+    try:
+        return read_regular(target)
+    except OSError:
+        return None
 
 
 def _acquire(

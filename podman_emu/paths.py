@@ -44,7 +44,9 @@ def state_dir() -> Path:
     """podman-emu's private state: conversion journals, console logs, the internal-error log."""
     override = os.environ.get("PODMAN_EMU_STATE_DIR")
     if override:
-        return Path(override)
+        # Absolute: the console log's path goes into the machine's CmdLine, and podman starts
+        # qemu from whatever directory the user is in.
+        return Path(os.path.abspath(override))
     # Imported here for start-up speed: with the override set (tests, CI) it is never needed.
     from platformdirs import user_state_dir
 
@@ -55,7 +57,7 @@ def cache_dir() -> Path:
     """podman-emu's cache: qemu probe results, configs validated before, downloaded images."""
     override = os.environ.get("PODMAN_EMU_CACHE_DIR")
     if override:
-        return Path(override)
+        return Path(os.path.abspath(override))
     # Imported here for start-up speed, as in state_dir.
     from platformdirs import user_cache_dir
 

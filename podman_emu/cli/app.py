@@ -192,7 +192,14 @@ def logs_command(
         render.prepare_console_output()
         # Ctrl-C is how `logs -f` ends: a normal exit, not an error.
         with contextlib.suppress(KeyboardInterrupt):
-            show_console(console.log, render.console_text, lines=lines, follow=follow, notice=render.console_notice)
+            show_console(
+                console.log,
+                render.console_text,
+                lines=lines,
+                follow=follow,
+                notice=render.console_notice,
+                own_log=console.own_log,
+            )
 
     # `podman-emu logs NAME | head`: the reader leaves, and the boundary stops quietly, as tail does.
     guarded(show)

@@ -403,6 +403,9 @@ def _console_rows(report: StatusReport) -> list[tuple[str, str]]:
     if console.log is None:
         return [("console", "not logged (podman-emu logs the console of machines it converted)")]
     rows: list[tuple[str, str]] = []
+    if console.problem is not None:
+        rows.append(("problem", console.problem))
+        rows.append(("fix", console.fix or ""))
     boot = console.boot
     label = "boot" if report.run.busy else "last boot"
     if not console.exists:

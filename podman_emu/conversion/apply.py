@@ -17,6 +17,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
 
+from podman_emu import paths
 from podman_emu.conversion import journal as journals
 from podman_emu.conversion.artifacts import console_log_names, is_emulated, journal_dir
 from podman_emu.conversion.journal import CreatedFile, Journal, settle_journal
@@ -35,7 +36,7 @@ def machine_lock(machine: LoadedMachine) -> Iterator[None]:
     """Podman 4.7+'s own NAME.lock (fcntl) when it exists, so podman and podman-emu exclude each
     other. Older podman takes no lock; podman-emu processes then still exclude each other through
     a flock on the journal dir, which leaves no lock file behind."""
-    directory = private_dir(journal_dir())
+    directory = private_dir(journal_dir(), root=paths.state_dir())
     with flocked(directory, what="podman-emu's journal"):
         podman_lock = machine.config_path.with_suffix(".lock")
         if podman_lock.exists():

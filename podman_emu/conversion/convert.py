@@ -23,7 +23,7 @@ from podman_emu.fsutil import private_dir
 from podman_emu.host.capabilities import Firmware, QemuCapabilities
 from podman_emu.host.cpu_profile import TcgProfile, choose_profile
 from podman_emu.host.firmware import find_firmware
-from podman_emu.host.qemu import find_qemu, find_qemu_img, probe_qemu
+from podman_emu.host.qemu import find_qemu, find_qemu_img, probe_qemu, refuse_cpu_qemu_rejects
 from podman_emu.images.arch import ArchVerdict, detect_disk_arch
 from podman_emu.images.formats import DiskFormat, sniff_disk
 from podman_emu.images.install import DiskInstall, DiskSource, check_arch
@@ -190,10 +190,13 @@ def _load_convertible(request: ConvertRequest) -> LoadedMachine:
 def _choose_host(request: ConvertRequest, machine: LoadedMachine) -> HostChoice:
     qemu = find_qemu(request.qemu, machine.config.CmdLine[0])
     capabilities = probe_qemu(qemu)
+    profile = choose_profile(capabilities, request.cpu)
+    if request.cpu:
+        refuse_cpu_qemu_rejects(qemu, profile.cpu)
     return HostChoice(
         qemu=qemu,
         capabilities=capabilities,
-        profile=choose_profile(capabilities, request.cpu),
+        profile=profile,
         firmware=find_firmware(qemu, code_override=request.firmware, vars_override=request.vars_template),
         qemu_img=find_qemu_img(qemu),
     )

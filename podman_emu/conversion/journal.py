@@ -15,9 +15,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
+from podman_emu import paths
 from podman_emu.conversion.artifacts import MachineKind, journal_dir, journal_path
 from podman_emu.errors import ConversionStateError
-from podman_emu.fsutil import remove_quietly, write_private
+from podman_emu.fsutil import read_regular, refuse_shared, remove_quietly, write_private
 
 SCHEMA = 1
 Status = Literal["converting", "converted", "reverting"]
@@ -72,12 +73,24 @@ def _decode(path: Path, raw: bytes) -> Journal:
         ) from None
 
 
+def _refuse_shared_state() -> None:
+    # A journal someone else could have planted would steer revert's writes and removals.
+    refuse_shared(paths.state_dir(), journal_dir())
+
+
 def load_journal(config_path: Path) -> Journal | None:
+    _refuse_shared_state()
     path = journal_path(config_path)
     try:
-        raw = path.read_bytes()
+        raw = read_regular(path)
     except FileNotFoundError:
         return None
+    except OSError as exc:
+        raise ConversionStateError(
+            f"the conversion journal {path} cannot be read: {exc.strerror}",
+            hint="podman-emu writes its journals as regular files; move this one away to treat the machine "
+            "as never converted.",
+        ) from None
     return _decode(path, raw)
 
 
@@ -92,6 +105,7 @@ def delete_journal(config_path: Path) -> None:
 
 
 def all_journals() -> list[tuple[Path, Journal | ConversionStateError]]:
+    _refuse_shared_state()
     directory = journal_dir()
     try:
         entries = sorted(directory.glob("*.json"))
@@ -100,7 +114,7 @@ def all_journals() -> list[tuple[Path, Journal | ConversionStateError]]:
     found: list[tuple[Path, Journal | ConversionStateError]] = []
     for entry in entries:
         try:
-            found.append((entry, _decode(entry, entry.read_bytes())))
+            found.append((entry, _decode(entry, read_regular(entry))))
         except ConversionStateError as error:
             found.append((entry, error))
         except OSError:

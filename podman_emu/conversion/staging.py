@@ -7,14 +7,22 @@ from __future__ import annotations
 import contextlib
 import os
 import shlex
-import shutil
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
 from podman_emu.conversion.artifacts import kept_disk_hint
 from podman_emu.conversion.plan import FileAction, Plan
 from podman_emu.errors import ConversionStateError, StagingFailed
-from podman_emu.fsutil import remove_quietly, temp_name
+from podman_emu.fsutil import (
+    PendingFile,
+    chmod_no_follow,
+    create_exclusive,
+    file_kind,
+    open_regular,
+    remove_quietly,
+    temp_name,
+)
 from podman_emu.host.capabilities import PFLASH_SIZE
 from podman_emu.images.arch import ArchVerdict
 from podman_emu.images.install import DiskInstall, install_disk
@@ -30,13 +38,22 @@ class StagedFile:
 
 def _stage_vars(action: FileAction) -> StagedFile:
     staged = temp_name(Path(action.destination))
-    if action.source:
-        shutil.copyfile(action.source, staged)
-    else:
-        # podman's own recipe (dd if=/dev/zero bs=1m count=64): edk2 formats a blank store.
-        with open(staged, "wb") as handle:
-            handle.truncate(PFLASH_SIZE)
-    os.chmod(staged, 0o644)
+    fd = create_exclusive(staged)
+    try:
+        if action.source:
+            output = PendingFile(fd, staged)
+            source = open_regular(action.source)
+            try:
+                while chunk := os.read(source, 1 << 20):
+                    output.write(chunk)
+            finally:
+                os.close(source)
+        else:
+            # podman's own recipe (dd if=/dev/zero bs=1m count=64): edk2 formats a blank store.
+            os.ftruncate(fd, PFLASH_SIZE)
+        os.fchmod(fd, 0o644)
+    finally:
+        os.close(fd)
     return StagedFile(action, staged)
 
 
@@ -44,7 +61,7 @@ def _stage_disk(action: FileAction, disk: DiskInstall) -> StagedFile:
     staged = temp_name(Path(action.destination))
     installed = install_disk(disk, staged)
     # Readable like the native disk podman made (0644), not private like a download.
-    os.chmod(staged, 0o644)
+    chmod_no_follow(staged, 0o644)
     return StagedFile(action, staged, installed.source_sha256, installed.arch)
 
 
@@ -60,9 +77,28 @@ def _reuses_its_destination(action: FileAction) -> bool:
     return action.role == "disk" and action.source is not None and os.path.abspath(action.source) == action.destination
 
 
+def _refuse_odd_console_log(path: str) -> None:
+    """An earlier boot's log may stay (qemu appends to it); anything but a regular file may not:
+    qemu follows a symlink, and blocks opening a FIFO."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if stat.S_ISREG(info.st_mode):
+        return
+    kind = "a symlink" if stat.S_ISLNK(info.st_mode) else file_kind(info.st_mode)
+    raise ConversionStateError(
+        f"the console log {path} is {kind}: qemu would write the machine's console wherever it leads",
+        hint="podman-emu's console logs are regular files that qemu creates; remove it and run convert again.",
+    )
+
+
 def refuse_existing_destinations(plan: Plan) -> None:
     for action in plan.files:
-        if action.role == "console" or not os.path.lexists(action.destination) or _reuses_its_destination(action):
+        if action.role == "console":
+            _refuse_odd_console_log(action.destination)
+            continue
+        if not os.path.lexists(action.destination) or _reuses_its_destination(action):
             continue
         quoted = shlex.quote(action.destination)
         if action.role == "disk":

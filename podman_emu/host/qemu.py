@@ -10,6 +10,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import subprocess
 from dataclasses import asdict
 from pathlib import Path
@@ -39,8 +40,29 @@ def _is_executable_file(path: Path) -> bool:
     return path.is_file() and os.access(path, os.X_OK)
 
 
+def only_root_can_change(path: Path) -> bool:
+    """Is `path`, and every directory above it, owned by root and writable by nobody else? What
+    root may execute: anything else lets another user choose the code root runs."""
+    current = Path(os.path.abspath(path))
+    for entry in (current, *current.parents):
+        try:
+            info = entry.lstat()
+        except OSError:
+            return False
+        if info.st_uid != 0 or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            return False
+    # A link's target must pass too; its own bits mean nothing.
+    return current.resolve() == current or only_root_can_change(current.resolve())
+
+
+def _may_run(path: Path) -> bool:
+    return os.geteuid() != 0 or only_root_can_change(path)
+
+
 def candidate_binaries(native_binary: str | None) -> list[Path]:
-    """Where to look for qemu-system-aarch64, most specific first."""
+    """Where to look for qemu-system-aarch64, most specific first. As root, a binary some other
+    user could have put or changed is no candidate: the machine's CmdLine[0] is the user's text,
+    and the directory it names may be theirs."""
     candidates: list[Path] = []
     if native_binary and os.path.isabs(native_binary):
         # Beside the machine's own qemu: the same installation, so the same firmware dir.
@@ -52,7 +74,7 @@ def candidate_binaries(native_binary: str | None) -> list[Path]:
     unique: list[Path] = []
     for candidate in candidates:
         absolute = Path(os.path.abspath(candidate))
-        if absolute not in unique:
+        if absolute not in unique and _may_run(absolute):
             unique.append(absolute)
     return unique
 
@@ -69,9 +91,10 @@ def find_qemu(explicit: str | None, native_binary: str | None) -> Path:
     for candidate in candidate_binaries(native_binary):
         if _is_executable_file(candidate):
             return candidate
+    as_root = "; as root, only binaries that no other user can change" if os.geteuid() == 0 else ""
     raise HostNotReady(
         f"{QEMU_AARCH64} was not found (looked beside the machine's qemu, on PATH and in "
-        f"{', '.join(WELL_KNOWN_BIN_DIRS)})",
+        f"{', '.join(WELL_KNOWN_BIN_DIRS)}{as_root})",
         hint="Install it: Debian/Ubuntu `apt-get install qemu-system-arm qemu-efi-aarch64`, Fedora "
         "`dnf install qemu-system-aarch64 edk2-aarch64`, macOS `brew install qemu`. Or pass --qemu PATH.",
     )
@@ -108,10 +131,11 @@ def _parse_accelerators(text: str) -> tuple[str, ...]:
     return tuple(line.strip() for line in text.splitlines()[1:] if line.strip())
 
 
-def _probe_pauth_impdef(path: Path) -> bool:
-    # The property only exists on QEMU >= 6.0 builds with TCG; asking qemu is the only sure way.
-    # -S keeps the guest from running; the QMP quit makes qemu leave at once.
-    result = _run(
+def _try_cpu(path: Path, cpu: str) -> subprocess.CompletedProcess[str]:
+    """Start `path` with `-cpu cpu` and make it quit at once: the only sure test of a model's
+    properties (QEMU 7.2 has no `-cpu NAME,help`). -S keeps the guest from running; the QMP quit
+    makes qemu leave as soon as the CPU is built."""
+    return _run(
         [
             str(path),
             "-M",
@@ -119,7 +143,7 @@ def _probe_pauth_impdef(path: Path) -> bool:
             "-accel",
             "tcg",
             "-cpu",
-            "max,pauth-impdef=on",
+            cpu,
             "-display",
             "none",
             "-nodefaults",
@@ -130,7 +154,25 @@ def _probe_pauth_impdef(path: Path) -> bool:
         ],
         stdin='{"execute": "qmp_capabilities"}\n{"execute": "quit"}\n',
     )
-    return result.returncode == 0
+
+
+def _probe_pauth_impdef(path: Path) -> bool:
+    # The property only exists on QEMU >= 6.0 builds with TCG.
+    return _try_cpu(path, "max,pauth-impdef=on").returncode == 0
+
+
+def refuse_cpu_qemu_rejects(path: Path, cpu: str) -> None:
+    """A --cpu whose model is in the list can still carry a property qemu rejects (a typo, a
+    property of another model): found now, not when `podman machine start` runs qemu."""
+    result = _try_cpu(path, cpu)
+    if result.returncode == 0:
+        return
+    said = next((line for line in result.stderr.splitlines() if line.strip()), "no reason given")
+    model = cpu.split(",", 1)[0]
+    raise UsageError(
+        f"--cpu {cpu}: {path} refuses it ({said.removeprefix(f'{path.name}: ').strip()})",
+        hint=f"The model's properties: `{path} -M virt -device {model}-arm-cpu,help`.",
+    )
 
 
 def _probe(path: Path) -> QemuCapabilities:
@@ -172,7 +214,7 @@ def probe_qemu(path: Path) -> QemuCapabilities:
     key = _cache_key(path)
     cache: dict[str, dict[str, object]] = {}
     try:
-        loaded = json.loads(cache_file.read_text())
+        loaded = json.loads(fsutil.read_cache(cache_file) or b"{}")
         if isinstance(loaded, dict) and loaded.get("schema") == _CACHE_SCHEMA:
             cache = loaded.get("probes", {})
     except (OSError, ValueError):
@@ -205,7 +247,7 @@ def find_qemu_img(qemu_binary: Path | None) -> Path:
         candidates.append(Path(found))
     candidates.extend(Path(directory) / "qemu-img" for directory in WELL_KNOWN_BIN_DIRS)
     for candidate in candidates:
-        if _is_executable_file(candidate):
+        if _is_executable_file(candidate) and _may_run(candidate):
             return candidate
     raise HostNotReady(
         "qemu-img was not found (needed to resize the aarch64 disk to the machine's disk size)",

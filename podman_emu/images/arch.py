@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Literal
 
 from podman_emu.errors import ImageError
+from podman_emu.fsutil import open_regular
 from podman_emu.images.disk import DiskReader, Qcow2Disk, RawDisk, UnreadableLayout
 from podman_emu.images.formats import sniff_disk
 
@@ -338,7 +339,7 @@ def detect_disk_arch(path: Path) -> ArchVerdict:
             hint="materialize (decompress) it first",
         )
     try:
-        fd = os.open(disk_path, os.O_RDONLY)
+        fd = open_regular(disk_path)
     except OSError as exc:
         raise ImageError(f"cannot read {disk_path}: {exc.strerror or exc}") from None
     try:

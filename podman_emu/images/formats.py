@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gzip
 import lzma
+import os
 import struct
 import zlib
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from typing import IO, BinaryIO, Literal, Protocol, cast
 import zstandard
 
 from podman_emu.errors import ImageError
+from podman_emu.fsutil import NotRegularFile, open_regular
 
 Container = Literal["qcow2", "raw"]
 Compression = Literal["xz", "gz", "zst"]
@@ -109,12 +111,18 @@ def _unknown_format(path: Path, head: bytes, inside: Compression | None) -> Imag
 
 def open_source(path: Path) -> BinaryIO:
     """Open a disk file for reading, turning every OS-level problem into an ImageError."""
-    if path.is_dir():
-        raise ImageError(f"{path} is a directory, not a disk image", hint="pass the image file itself")
     try:
-        return path.open("rb")
+        return os.fdopen(open_regular(path), "rb")
     except FileNotFoundError:
         raise ImageError(f"{path} does not exist", hint="check the path given to --image") from None
+    except NotRegularFile as exc:
+        if exc.kind == "a directory":
+            raise ImageError(f"{path} is a directory, not a disk image", hint="pass the image file itself") from None
+        raise ImageError(
+            f"{path} is {exc.kind}, not a disk image file",
+            hint="podman-emu reads the image several times (format, architecture, copy), which a pipe or "
+            "device cannot give; save it to a file first (e.g. `cat > disk.qcow2.xz`) and pass that file.",
+        ) from None
     except OSError as exc:
         raise ImageError(f"cannot read {path}: {exc.strerror or exc}") from None
 

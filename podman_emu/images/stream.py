@@ -297,9 +297,15 @@ class _Attempt:
     error: ImageError | None  # a checksum or decompression failure of the complete file
 
 
+def _open_partial(partial: Path, resumed: bool) -> BinaryIO:
+    """The download's partial file, continued or started over; never through a symlink."""
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if resumed else os.O_TRUNC) | getattr(os, "O_NOFOLLOW", 0)
+    return os.fdopen(os.open(partial, flags | getattr(os, "O_CLOEXEC", 0), 0o600), "ab" if resumed else "wb")
+
+
 def _feed_existing(partial: Path, verifier: _Verifier) -> int:
     size = 0
-    with partial.open("rb") as existing:
+    with os.fdopen(fsutil.open_regular(partial, follow_symlinks=False), "rb") as existing:
         while chunk := existing.read(CHUNK_SIZE):
             verifier.update(chunk)
             size += len(chunk)
@@ -327,7 +333,7 @@ def _transfer(client: httpx.Client, disk: StreamDisk, partial: Path, progress: b
             total = size + length if length is not None else None
             name = disk.location.rsplit("/", 1)[-1]
             with (
-                partial.open("ab" if resumed else "wb") as out,
+                _open_partial(partial, resumed) as out,
                 byte_progress(f"Downloading {name}", total, enabled=progress, completed=size) as advance,
             ):
                 size += _copy_body(response, out, verifier, advance)
@@ -427,7 +433,7 @@ def resolve_stream_image(
                 hint="check the network (nothing is cached for this stream yet), or pass --image",
             ) from None
         return replace(cached, offline_reason=f"cannot fetch the {stream} stream metadata: {problem}")
-    directory = fsutil.private_dir(images_dir())
+    directory = fsutil.private_dir(images_dir(), root=paths.cache_dir())
     with fsutil.flocked(
         directory / f"{disk.sha256}.lock",
         create=True,

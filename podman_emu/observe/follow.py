@@ -11,6 +11,7 @@ Linux and macOS and never waits on qemu.
 from __future__ import annotations
 
 import os
+import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ from podman_emu.conversion.artifacts import (
     rotated_path,
 )
 from podman_emu.errors import NoConsoleLog
-from podman_emu.observe.console_log import rotate_if_large
+from podman_emu.observe.console_log import console_log_to_read, open_log, root_refuses_reading, rotate_if_large
 from podman_emu.observe.sanitize import Sanitizer
 from podman_emu.podman.machines import load_machine
 
@@ -40,8 +41,9 @@ Write = Callable[[str], None]
 @dataclass(frozen=True)
 class MachineConsole:
     name: str
-    log: Path
+    log: Path  # where the machine's qemu writes its console, as its CmdLine says
     emulated: bool
+    own_log: Path  # the log podman-emu created for it: the only one podman-emu may rotate
 
 
 def machine_console(name: str) -> MachineConsole:
@@ -49,12 +51,19 @@ def machine_console(name: str) -> MachineConsole:
     machine = load_machine(name)
     emulated = is_emulated(machine.document.content)
     configured = configured_console_log(machine.config.CmdLine)
+    own = console_log_path(machine.config_path)
     if configured:
-        return MachineConsole(name, Path(configured), emulated)
+        readable = console_log_to_read(configured, own)
+        if readable is None:
+            raise NoConsoleLog(
+                root_refuses_reading(configured),
+                hint=f"Run `podman-emu logs {name}` as the machine's owner.",
+            )
+        return MachineConsole(name, readable, emulated, own)
     if journals.load_journal(machine.config_path) is not None and emulated:
         # Converted, but the console options were edited out of CmdLine since: the file may still
         # hold earlier boots.
-        return MachineConsole(name, console_log_path(machine.config_path), emulated)
+        return MachineConsole(name, own, emulated, own)
     if emulated:
         raise NoConsoleLog(
             f"machine {name!r} runs qemu-system-aarch64 without podman-emu's console log",
@@ -76,9 +85,10 @@ def machine_console(name: str) -> MachineConsole:
 
 def _snapshot(path: Path) -> tuple[Path, int] | None:
     try:
-        return path, path.stat().st_size
+        info = path.stat()
     except OSError:
         return None
+    return (path, info.st_size) if stat.S_ISREG(info.st_mode) else None
 
 
 def _tail_bytes(parts: list[tuple[Path, int]], count: int) -> bytes:
@@ -88,7 +98,7 @@ def _tail_bytes(parts: list[tuple[Path, int]], count: int) -> bytes:
     last_byte: bytes | None = None
     for path, size in reversed(parts):
         try:
-            with path.open("rb") as handle:
+            with open_log(path) as handle:
                 end = size
                 while end > 0 and newlines <= count:
                     start = max(0, end - READ_CHUNK)
@@ -111,7 +121,7 @@ def _tail_bytes(parts: list[tuple[Path, int]], count: int) -> bytes:
 
 def _copy(path: Path, size: int, sanitizer: Sanitizer, write: Write) -> None:
     try:
-        with path.open("rb") as handle:
+        with open_log(path) as handle:
             remaining = size
             while remaining > 0:
                 chunk = handle.read(min(READ_CHUNK, remaining))
@@ -141,7 +151,7 @@ class Follower:
         was before can be printed without a gap or a repeat."""
         for path in (self.log, rotated_path(self.log)):
             try:
-                handle = path.open("rb")
+                handle = open_log(path)
             except OSError:
                 continue
             self.handle = handle
@@ -194,7 +204,7 @@ class Follower:
                 self.notice(f"{self.log.name} was started anew (machine restarted or log rotated); following it")
             self.close()
             try:
-                self.handle = self.log.open("rb")
+                self.handle = open_log(self.log)
             except OSError:
                 return
             self.position = 0
@@ -219,11 +229,14 @@ def show_console(
     notice: Write | None = None,
     stop: Callable[[], bool] = lambda: False,
     interval: float = POLL_INTERVAL_S,
+    own_log: Path | None = None,
 ) -> None:
     """Print the last `lines` lines (all when None) of the console log, then, with `follow`,
-    everything it gets until `stop()` is true or the user interrupts."""
+    everything it gets until `stop()` is true or the user interrupts. `own_log`, the log
+    podman-emu created, is rotated first when it is over the limit."""
     say = notice or (lambda _message: None)
-    rotate_if_large(log)
+    if own_log is not None:
+        rotate_if_large(own_log)
     follower = Follower(log, write, notice)
     opened = follower.open() if follow else None
     parts: list[tuple[Path, int]] = []

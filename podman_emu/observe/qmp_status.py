@@ -26,7 +26,14 @@ from podman_emu.conversion import journal as journals
 from podman_emu.conversion.artifacts import configured_console_log, console_log_path, machine_kind
 from podman_emu.conversion.journal import emulation_status
 from podman_emu.observe.boot_stage import BootProgress, last_boot
-from podman_emu.observe.console_log import log_files, rotate_if_large
+from podman_emu.observe.console_log import (
+    console_log_fix,
+    console_log_problem,
+    console_log_to_read,
+    log_files,
+    root_refuses_reading,
+    rotate_if_large,
+)
 from podman_emu.observe.network import NetworkReport, network_report
 from podman_emu.podman.machines import ConfiguredQemu, load_machine
 from podman_emu.podman.running import RunCheck, RunState, live_pid, run_state
@@ -246,6 +253,8 @@ class ConsoleReport:
     size_bytes: int = 0
     last_output_age_s: float | None = None
     boot: BootProgress | None = None
+    problem: str | None = None  # why qemu could not open the log at its next start
+    fix: str | None = None
 
     @property
     def exists(self) -> bool:
@@ -255,6 +264,8 @@ class ConsoleReport:
         if self.log is None:
             return {"log": None, "exists": False, "boot": None}
         report: dict[str, Any] = {"log": str(self.log), "exists": self.exists, "files": [str(f) for f in self.files]}
+        report["problem"] = self.problem
+        report["fix"] = self.fix
         if self.exists:
             report["size_bytes"] = self.size_bytes
             report["last_output_age_s"] = self.last_output_age_s
@@ -262,17 +273,20 @@ class ConsoleReport:
         return report
 
 
-def console_report(log: Path | None) -> ConsoleReport:
+def console_report(log: Path | None, name: str) -> ConsoleReport:
     if log is None:
         return ConsoleReport(None)
-    rotate_if_large(log)
+    problem = console_log_problem(log)
+    fix = console_log_fix(log, name) if problem is not None else None
     files = log_files(log)
     if not files:
-        return ConsoleReport(log, files)
+        return ConsoleReport(log, files, problem=problem, fix=fix)
     newest = max(files, key=lambda f: f.stat().st_mtime)
     return ConsoleReport(
         log,
         files,
+        problem=problem,
+        fix=fix,
         size_bytes=sum(f.stat().st_size for f in files),
         last_output_age_s=round(max(0.0, time.time() - newest.stat().st_mtime), 1),
         boot=last_boot(log),
@@ -309,13 +323,23 @@ class StatusReport:
         }
 
 
+def _machine_console_report(configured: str | None, own: Path, *, converted: bool, name: str) -> ConsoleReport:
+    if configured is None:
+        # Converted, but the console options were edited out of CmdLine: earlier boots may be there.
+        return console_report(own if converted else None, name)
+    readable = console_log_to_read(configured, own)
+    if readable is None:
+        return ConsoleReport(Path(configured), problem=root_refuses_reading(configured), fix="Run status as its owner.")
+    return console_report(readable, name)
+
+
 def machine_status(name: str) -> StatusReport:
     machine = load_machine(name)
     argv = list(machine.config.CmdLine)
     journal = journals.load_journal(machine.config_path)
     check = run_state(machine.config)
-    configured_log = configured_console_log(argv)
-    log = Path(configured_log) if configured_log else (console_log_path(machine.config_path) if journal else None)
+    own = console_log_path(machine.config_path)
+    rotate_if_large(own)
     pid, pid_file = _qemu_pid(argv, machine.config.vm_pid_file)
     if check.state is not RunState.STOPPED:
         qemu = ask_qemu(machine.config.qmp_socket)
@@ -332,6 +356,6 @@ def machine_status(name: str) -> StatusReport:
         qemu=qemu,
         pid=pid,
         uptime_s=round(process_uptime(pid, pid_file) or 0.0, 1) if pid is not None else None,
-        console=console_report(log),
+        console=_machine_console_report(configured_console_log(argv), own, converted=journal is not None, name=name),
         network=network_report(machine, check) if machine_kind(machine.document.content) == "emulated" else None,
     )

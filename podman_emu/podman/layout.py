@@ -48,12 +48,23 @@ def guess_podman_version(content: Mapping[str, Any], layout: Layout) -> str:
     return "4.1"
 
 
+# Go's encoding/json matches keys with Unicode simple folding, where two non-ASCII letters fold
+# with ASCII ones: U+017F (long s) with s, U+212A (Kelvin sign) with k.
+_GO_FOLDS_TO_ASCII = str.maketrans({"\u017f": "s", "\u212a": "k"})
+
+
+def go_fold(key: str) -> str:
+    """A key as Go's encoding/json compares it with the fields of a struct of ASCII names."""
+    return key.translate(_GO_FOLDS_TO_ASCII).lower()
+
+
 def refuse_case_variants(path: Path, content: Mapping[str, Any]) -> None:
-    # Go matches keys case-insensitively, so podman reads "cmdline" as CmdLine; podman-emu edits
-    # keys by name and would miss it, so it asks for podman's own spelling instead of guessing.
-    canonical = {key.lower(): key for key in PODMAN_KEYS}
+    # Go matches keys case-insensitively, so podman reads "cmdline" (or "ſtarting") as CmdLine
+    # (Starting); podman-emu edits and reads keys by name and would miss it, so it asks for
+    # podman's own spelling instead of guessing.
+    canonical = {go_fold(key): key for key in PODMAN_KEYS}
     for key in content:
-        proper = canonical.get(key.lower())
+        proper = canonical.get(go_fold(key))
         if proper is not None and proper != key:
             # With both spellings present podman uses the later one, which podman-emu would not edit.
             also = f" (and {proper!r} is there too: podman reads whichever comes last)" if proper in content else ""

@@ -45,7 +45,7 @@ def _cache_file() -> Path:
 
 def _known_digests(cache_file: Path, current: str) -> list[str]:
     try:
-        cached = json.loads(cache_file.read_text())
+        cached = json.loads(fsutil.read_cache(cache_file) or b"{}")
         digests: list[str] = cached["digests"] if cached.get("fingerprint") == current else []
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return []

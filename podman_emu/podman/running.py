@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from podman_emu.errors import MachineBusy
+from podman_emu.fsutil import read_regular
 
 
 class HasRunFiles(Protocol):
@@ -65,8 +66,8 @@ def qmp_accepts(path: str) -> bool:
 
 def live_pid(path: str) -> int | None:
     try:
-        with open(path, encoding="ascii", errors="replace") as handle:
-            pid = int(handle.read(32).strip())
+        # A FIFO planted at a pid file path must not hang every command that asks.
+        pid = int(read_regular(path, limit=32).decode("ascii", errors="replace").strip())
     except (OSError, ValueError):
         return None
     if pid <= 0:

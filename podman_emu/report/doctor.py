@@ -6,10 +6,11 @@ from __future__ import annotations
 import os
 import shutil
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 from podman_emu import paths, proc
-from podman_emu.conversion.artifacts import machine_kind
+from podman_emu.conversion.artifacts import configured_console_log, machine_kind
 from podman_emu.conversion.leftovers import Leftover, find_leftovers
 from podman_emu.errors import HostNotReady, PodmanEmuError
 from podman_emu.fsutil import stale_temp_files
@@ -17,6 +18,7 @@ from podman_emu.host.capabilities import QemuCapabilities
 from podman_emu.host.cpu_profile import choose_profile
 from podman_emu.host.firmware import find_firmware
 from podman_emu.host.qemu import find_qemu, find_qemu_img, probe_qemu
+from podman_emu.observe.console_log import console_log_fix, console_log_problem
 from podman_emu.observe.network import network_report
 from podman_emu.podman.machines import LoadedMachine, load_machine
 from podman_emu.podman.running import run_state
@@ -112,6 +114,11 @@ def _machine_checks(name: str, machine: LoadedMachine) -> list[Check]:
     # above already say there is nothing to convert.
     if kind != "native-arm64" and (not os.path.isabs(argv[0]) or not os.access(argv[0], os.X_OK)):
         checks.append(_missing_binary_check(name, argv[0], native=kind == "native"))
+    console_log = configured_console_log(argv)
+    if console_log is not None:
+        problem = console_log_problem(Path(console_log))
+        if problem is not None:
+            checks.append(Check("console log", "fail", problem, console_log_fix(Path(console_log), name)))
     for created in report.journal.created if report.journal is not None else []:
         if created.role != "console" and not os.path.exists(created.path):
             checks.append(
@@ -200,4 +207,9 @@ def run_doctor(name: str | None) -> DoctorReport:
     stale = _stale_temp_files_check()
     if stale is not None:
         checks.append(stale)
-    return DoctorReport(checks, find_leftovers())
+    try:
+        leftovers = find_leftovers()
+    except PodmanEmuError as error:
+        checks.append(Check("state", "fail", error.message, error.hint))
+        leftovers = []
+    return DoctorReport(checks, leftovers)

@@ -21,7 +21,7 @@ from podman_emu.conversion.artifacts import (
 )
 from podman_emu.conversion.journal import emulation_status
 from podman_emu.observe.boot_stage import last_boot
-from podman_emu.observe.console_log import rotate_if_large
+from podman_emu.observe.console_log import console_log_to_read, rotate_if_large
 from podman_emu.paths import podman_config_dir
 from podman_emu.podman import list_cache
 from podman_emu.podman.machines import (
@@ -106,14 +106,15 @@ def _machine_row(
 
 def _listed_row(machine: ListedMachine) -> MachineRow:
     row = _machine_row(machine, journals.load_journal(machine.config_path), run_state(machine.config))
-    log = configured_console_log(machine.config.CmdLine)
+    own = console_log_path(machine.config_path)
+    rotate_if_large(own)
+    log = console_log_to_read(configured_console_log(machine.config.CmdLine), own)
     if log is None:
         return row
-    rotate_if_large(Path(log))
     if row.state is RunState.STOPPED:
         return row
     # A short look at the end of the log: enough to name the stage, cheap for list.
-    stage = last_boot(Path(log), window=LIST_WINDOW_BYTES).stage
+    stage = last_boot(log, window=LIST_WINDOW_BYTES).stage
     return replace(row, boot_stage=stage)
 
 

@@ -180,7 +180,10 @@ def test_real_podman_reads_the_converted_file_and_revert_keeps_its_rewrite(
         config = box.install(fixture, name="m")
         original = json.loads(config.read_bytes())
         assert_success(invoke(box, "convert", "m", "--image", str(aarch64_disk)))
-        own_by(box.root, user)
+        # podman's dirs go to the user; podman-emu's state stays root's, who reverts below (root
+        # refuses a state dir another user could plant journals in).
+        for directory in (box.home, box.runtime_dir, box.cwd):
+            own_by(directory, user)
         converted = config.read_bytes()
 
         def podman(*args: str) -> subprocess.CompletedProcess[str]:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from podman_emu import fsutil
-from podman_emu.errors import ImageError, MachineBusy
+from podman_emu.errors import ImageError, MachineBusy, UnsafeDirectory
 
 
 def mode(path: Path) -> int:
@@ -89,7 +89,7 @@ def test_a_link_planted_at_the_temp_name_is_not_followed(tmp_path: Path) -> None
     assert target.read_bytes() == b"new" and not target.is_symlink()
 
 
-def test_private_dir_creates_0700_whatever_the_umask_and_tightens_its_own_dir(tmp_path: Path) -> None:
+def test_private_dir_creates_0700_whatever_the_umask_and_keeps_an_existing_dirs_mode(tmp_path: Path) -> None:
     old_umask = os.umask(0o000)
     try:
         made = fsutil.private_dir(tmp_path / "missing" / "parents" / "state")
@@ -101,7 +101,21 @@ def test_private_dir_creates_0700_whatever_the_umask_and_tightens_its_own_dir(tm
     loose.mkdir()
     loose.chmod(0o755)
     fsutil.private_dir(loose)
-    assert mode(loose) == 0o700
+    assert mode(loose) == 0o755
+
+
+@pytest.mark.parametrize("bits", [0o1777, 0o777, 0o770])
+def test_private_dir_refuses_a_dir_others_can_write_into(tmp_path: Path, bits: int) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(bits)
+    with pytest.raises(UnsafeDirectory, match="other users"):
+        fsutil.private_dir(shared)
+    with pytest.raises(UnsafeDirectory):
+        fsutil.private_dir(shared / "journals", root=shared)
+    assert mode(shared) == bits and not (shared / "journals").exists()
+    fsutil.write_cache(shared / "cache.json", b"{}")  # a cache there is skipped, not an error
+    assert not (shared / "cache.json").exists() and fsutil.read_cache(shared / "cache.json") is None
 
 
 def test_private_dir_leaves_a_parent_that_existed_as_it_was(tmp_path: Path) -> None:

@@ -49,3 +49,12 @@ def test_read_tail_spans_both_files(tmp_path: Path) -> None:
     assert read_tail_bytes([old, new], 8) == (b"89abcdef", False)
     assert read_tail_bytes([old, new], 100) == (b"0123456789abcdef", True)
     assert read_tail_bytes([new], 6) == (b"abcdef", True)
+
+
+def test_rotation_never_moves_a_symlink_or_what_it_points_at(tmp_path: Path) -> None:
+    target = tmp_path / "elsewhere.txt"
+    target.write_bytes(b"x" * 100)
+    log = tmp_path / "m.log"
+    log.symlink_to(target)
+    assert rotate_if_large(log, limit=10) is False
+    assert log.is_symlink() and target.stat().st_size == 100 and not rotated_path(log).exists()

@@ -96,9 +96,9 @@ def following(tmp_path: Path) -> Iterator[Callable[..., Following]]:
         follower.close()
 
 
-def shown(log: Path, lines: int | None) -> str:
+def shown(log: Path, lines: int | None, own_log: Path | None = None) -> str:
     out: list[str] = []
-    show_console(log, out.append, lines=lines, follow=False)
+    show_console(log, out.append, lines=lines, follow=False, own_log=own_log)
     return "".join(out)
 
 
@@ -125,8 +125,19 @@ def test_showing_a_log_rotates_it_when_too_large(tmp_path: Path, monkeypatch: py
     monkeypatch.setattr("podman_emu.observe.console_log.CONSOLE_LIMIT_BYTES", 100)
     log = tmp_path / "m.log"
     log.write_bytes(b"x" * 99 + b"\n" + b"more\n")
-    assert shown(log, 1) == "more\n"
+    assert shown(log, 1, own_log=log) == "more\n"
     assert not log.exists() and rotated_path(log).exists()
+
+
+def test_showing_a_log_podman_emu_did_not_create_leaves_it_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A config can name any file as its console log; only the own log is ever rotated."""
+    monkeypatch.setattr("podman_emu.observe.console_log.CONSOLE_LIMIT_BYTES", 100)
+    log = tmp_path / "theirs.log"
+    log.write_bytes(b"x" * 99 + b"\n" + b"more\n")
+    assert shown(log, 1, own_log=tmp_path / "mine.log") == "more\n"
+    assert log.stat().st_size == 105 and not rotated_path(log).exists()
 
 
 def test_a_log_that_does_not_exist_yet_prints_nothing(tmp_path: Path) -> None:
