@@ -15,7 +15,7 @@ import json
 import os
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -86,23 +86,31 @@ def _ssh_base(request: ForwardRequest) -> list[str]:
     ]
 
 
-def _guest_accepts_key(request: ForwardRequest) -> str | None:
-    """None when the guest's sshd accepted the key; else why not."""
+def _guest_accepts_key(request: ForwardRequest, still_wanted: Callable[[], bool]) -> str | None:
+    """None when the guest's sshd accepted the key; else why not. Gives up at once when
+    `still_wanted` turns false (gvproxy gone: podman stopped the machine)."""
     try:
-        done = subprocess.run(
+        probe = subprocess.Popen(
             [*_ssh_base(request), "true"],
             stdin=subprocess.DEVNULL,
-            capture_output=True,
-            timeout=PROBE_TIMEOUT_S,
-            check=False,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
         )
-    except subprocess.TimeoutExpired:
-        return "ssh did not answer within 20 s"
     except OSError as error:
         return f"cannot run ssh: {error.strerror}"
-    if done.returncode == 0:
+    deadline = time.monotonic() + PROBE_TIMEOUT_S
+    while probe.poll() is None:
+        if not still_wanted() or time.monotonic() > deadline:
+            probe.kill()
+            probe.wait()
+            return "gvproxy is gone" if not still_wanted() else "ssh did not answer within 20 s"
+        time.sleep(0.2)
+    assert probe.stderr is not None
+    lines = probe.stderr.read().decode(errors="replace").strip().splitlines()
+    probe.stderr.close()
+    if probe.returncode == 0:
         return None
-    return done.stderr.decode(errors="replace").strip().splitlines()[-1:][0] if done.stderr.strip() else "refused"
+    return lines[-1] if lines else "refused"
 
 
 def _tunnel(requests: Sequence[ForwardRequest]) -> subprocess.Popen[bytes]:
@@ -129,6 +137,12 @@ def _tunnel(requests: Sequence[ForwardRequest]) -> subprocess.Popen[bytes]:
     )
 
 
+def _sleep_while(condition: Callable[[], bool], seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while condition() and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+
 def run(requests: Sequence[ForwardRequest], gvproxy_pid: int, state_file: Path) -> int:
     ticks = _start_ticks(gvproxy_pid)
 
@@ -142,12 +156,12 @@ def run(requests: Sequence[ForwardRequest], gvproxy_pid: int, state_file: Path) 
     try:
         while gvproxy_alive():
             if tunnel is None:
-                refusal = _guest_accepts_key(requests[0])
+                refusal = _guest_accepts_key(requests[0], gvproxy_alive)
                 if refusal is not None:
                     state.attempts += 1
                     state.last_error = refusal
                     _save(state_file, state)
-                    time.sleep(PROBE_INTERVAL_S)
+                    _sleep_while(gvproxy_alive, PROBE_INTERVAL_S)
                     continue
                 tunnel = _tunnel(requests)
                 state.phase, state.forward_up_at = "forwarding", time.time()
