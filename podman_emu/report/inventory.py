@@ -14,6 +14,7 @@ from typing import Any
 from podman_emu.conversion import journal as journals
 from podman_emu.conversion.artifacts import configured_console_log, console_log_path, is_emulated, journal_path
 from podman_emu.conversion.journal import emulation_status
+from podman_emu.errors import ConversionStateError
 from podman_emu.observe.boot_stage import last_boot
 from podman_emu.observe.console_log import rotate_if_large
 from podman_emu.paths import podman_config_dir
@@ -99,7 +100,14 @@ def _machine_row(
 
 
 def _listed_row(machine: ListedMachine) -> MachineRow:
-    row = _machine_row(machine, journals.load_journal(machine.config_path), run_state(machine.config))
+    try:
+        journal = journals.load_journal(machine.config_path)
+    except ConversionStateError:
+        # One damaged journal must not hide the other machines; convert, revert and inspect
+        # name the problem and what to do.
+        row = replace(_machine_row(machine, None, run_state(machine.config)), emulation="unknown (damaged journal)")
+    else:
+        row = _machine_row(machine, journal, run_state(machine.config))
     log = configured_console_log(machine.config.CmdLine)
     if log is None:
         return row
