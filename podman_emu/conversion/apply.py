@@ -19,7 +19,7 @@ from pathlib import Path
 
 from podman_emu.conversion import journal as journals
 from podman_emu.conversion.artifacts import console_log_names, is_emulated, journal_dir
-from podman_emu.conversion.journal import CreatedFile, Journal, settle_journal
+from podman_emu.conversion.journal import CreatedFile, Journal, settle_journal, stranger_error, stranger_reason
 from podman_emu.conversion.plan import Plan
 from podman_emu.conversion.staging import StagedFile, discard_staged, refuse_existing_destinations
 from podman_emu.errors import MachineBusy
@@ -114,6 +114,17 @@ def _undo_conversion(config_path: Path, journal: Journal) -> None:
     journals.delete_journal(config_path)
 
 
+def machine_journal(machine: LoadedMachine) -> Journal | None:
+    """The machine's journal, refused when it is damaged or was written for an earlier machine
+    of the same name: nothing may act on another machine's record."""
+    journal = journals.load_journal(machine.config_path)
+    if journal is not None:
+        reason = stranger_reason(journal, machine.document.content, machine.document.sha256)
+        if reason is not None:
+            raise stranger_error(journal, machine.config_path, reason)
+    return journal
+
+
 def effective_journal(machine: LoadedMachine, journal: Journal | None) -> Journal | None:
     """What the journal means for the machine's config as it was loaded (read-only)."""
     return settle_journal(
@@ -130,7 +141,7 @@ def repair_interrupted(machine: LoadedMachine) -> None:
                 f"{machine.config_path} changed while podman-emu was reading it",
                 hint="Another program (podman?) wrote it meanwhile; nothing was changed. Run the command again.",
             )
-        journal = journals.load_journal(machine.config_path)
+        journal = machine_journal(machine)
         if journal is None or journal.status != "converting":
             return
         settled = effective_journal(machine, journal)

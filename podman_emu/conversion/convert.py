@@ -11,7 +11,7 @@ from typing import Any
 
 from podman_emu import paths
 from podman_emu.conversion import journal as journals
-from podman_emu.conversion.apply import apply_conversion, effective_journal, repair_interrupted
+from podman_emu.conversion.apply import apply_conversion, effective_journal, machine_journal, repair_interrupted
 from podman_emu.conversion.artifacts import console_log_path
 from podman_emu.conversion.journal import Journal
 from podman_emu.conversion.plan import Plan, PlanInputs, plan_conversion
@@ -100,7 +100,7 @@ class InspectedSource:
 
 
 def _refuse_converted(machine: LoadedMachine) -> None:
-    journal = effective_journal(machine, journals.load_journal(machine.config_path))
+    journal = effective_journal(machine, machine_journal(machine))
     if journal is None:
         return
     if journal.status == "reverting":

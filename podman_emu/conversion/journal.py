@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -53,6 +54,11 @@ class Journal:
     @property
     def original_bytes(self) -> bytes:
         return base64.b64decode(self.original_b64)
+
+    @property
+    def original_content(self) -> dict[str, Any]:
+        content: dict[str, Any] = json.loads(self.original_bytes)  # an object: checked when loaded
+        return content
 
     def file(self, role: str) -> CreatedFile | None:
         return next((item for item in self.created if item.role == role), None)
@@ -239,6 +245,47 @@ def all_journals() -> list[tuple[Path, Journal | ConversionStateError]]:
         except ConversionStateError as error:
             found.append((entry, error))
     return found
+
+
+def created_stamp(content: Mapping[str, Any]) -> str:
+    """When podman created the machine; configs from before podman 4.1 have no Created, which
+    podman's migration then writes as Go's zero time."""
+    value = content.get("Created", ZERO_CREATED)
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def stranger_reason(journal: Journal, content: Mapping[str, Any], current_sha256: str) -> str | None:
+    """Why `content` is not the machine `journal` was written for (pure), or None when it is.
+
+    `podman machine rm` + `init` under the same name leaves the old journal beside a new config.
+    podman keeps Created through every rewrite (list, set, start) and init sets a new one; configs
+    without a Created are told apart by their disk, which podman never changes either: the
+    converted machine has the aarch64 disk, the native one the disk the journal recorded."""
+    if current_sha256 in (journal.original_sha256, journal.converted_sha256):
+        return None
+    was, now = created_stamp(journal.original_content), created_stamp(content)
+    if was != now:
+        return f"that machine was created {was}, this one {now}"
+    disk = journal.file("disk")
+    known = {journal.native_image_path, *([disk.path] if disk is not None else [])}
+    try:
+        current = path_value(content["ImagePath"])
+    except (KeyError, TypeError):
+        return "this config has no ImagePath"
+    if current not in known:
+        return f"that machine's disk was {journal.native_image_path}, this one's is {current}"
+    return None
+
+
+def stranger_error(journal: Journal, config_path: Path, reason: str) -> ConversionStateError:
+    name = journal.machine
+    return ConversionStateError(
+        f"the conversion journal {journal_path(config_path)} was written for an earlier machine named {name!r} "
+        f"({reason})",
+        hint=f"`podman machine rm` + `podman machine init` made a new machine under the same name; the journal "
+        f"and the files it names belong to the old one. Nothing was changed. `podman-emu cleanup {name}` "
+        "removes what the old machine left (never a file a current machine uses); then run the command again.",
+    )
 
 
 def settle_journal(journal: Journal | None, *, current_sha256: str, emulated: bool) -> Journal | None:

@@ -6,8 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from podman_emu.conversion import journal as journals
-from podman_emu.conversion.apply import apply_revert, effective_journal, repair_interrupted
+from podman_emu.conversion.apply import apply_revert, effective_journal, machine_journal, repair_interrupted
 from podman_emu.conversion.artifacts import is_emulated
 from podman_emu.conversion.plan import NativeConfig, Plan, plan_revert
 from podman_emu.errors import ConversionStateError
@@ -37,7 +36,7 @@ def revert_machine(name: str, *, delete_disk: bool, dry_run: bool) -> RevertOutc
     machine = load_machine(name)
     if not dry_run:
         repair_interrupted(machine)
-    journal = effective_journal(machine, journals.load_journal(machine.config_path))
+    journal = effective_journal(machine, machine_journal(machine))
     if journal is None:
         if is_emulated(machine.document.content):
             raise ConversionStateError(

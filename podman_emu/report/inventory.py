@@ -13,7 +13,7 @@ from typing import Any
 
 from podman_emu.conversion import journal as journals
 from podman_emu.conversion.artifacts import configured_console_log, console_log_path, is_emulated, journal_path
-from podman_emu.conversion.journal import emulation_status
+from podman_emu.conversion.journal import emulation_status, stranger_reason
 from podman_emu.errors import ConversionStateError
 from podman_emu.observe.boot_stage import last_boot
 from podman_emu.observe.console_log import rotate_if_large
@@ -81,12 +81,18 @@ class MachineList:
         ]
 
 
+EARLIER_MACHINE = " (journal of an earlier machine)"
+
+
 def _machine_row(
     machine: LoadedMachine | ListedMachine, journal: journals.Journal | None, check: RunCheck
 ) -> MachineRow:
-    emulation = emulation_status(
-        journal, current_sha256=machine.document.sha256, emulated=is_emulated(machine.document.content)
-    )
+    emulated = is_emulated(machine.document.content)
+    suffix = ""
+    if journal is not None and stranger_reason(journal, machine.document.content, machine.document.sha256):
+        # The journal describes a machine that was removed; for this one it says nothing.
+        journal, suffix = None, EARLIER_MACHINE
+    emulation = emulation_status(journal, current_sha256=machine.document.sha256, emulated=emulated) + suffix
     return MachineRow(
         name=machine.name,
         config=machine.config_path,
