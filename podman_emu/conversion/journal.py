@@ -22,6 +22,7 @@ from typing import Any, Literal
 from podman_emu.conversion.artifacts import journal_dir, journal_path
 from podman_emu.errors import ConversionStateError
 from podman_emu.fsutil import remove_quietly, write_private
+from podman_emu.podman.gojson import parse_number
 from podman_emu.podman.layout import path_value
 
 SCHEMA = 1
@@ -57,7 +58,7 @@ class Journal:
 
     @property
     def original_content(self) -> dict[str, Any]:
-        content: dict[str, Any] = json.loads(self.original_bytes)  # an object: checked when loaded
+        content: dict[str, Any] = _parse_config(self.original_bytes)  # an object: checked when loaded
         return content
 
     def file(self, role: str) -> CreatedFile | None:
@@ -72,6 +73,11 @@ STATUSES: tuple[Status, ...] = ("converting", "converted", "reverting")
 _DIGEST = re.compile(r"[0-9a-f]{64}")
 # What Go writes for a zero time.Time; podman 4.1+ migrating a 3.x/4.0 config (no Created) writes it.
 ZERO_CREATED = "0001-01-01T00:00:00Z"
+
+
+def _parse_config(data: bytes) -> Any:
+    # podman loads numbers Python's int() refuses (5000 digits): keep them as text.
+    return json.loads(data, parse_int=parse_number, parse_float=parse_number)
 
 
 class _Damaged(ValueError):
@@ -126,7 +132,7 @@ def _original(data: dict[str, Any], machine: str, cmdline: list[str], image: str
     if hashlib.sha256(original).hexdigest() != _digest(data.get("original_sha256"), "original_sha256"):
         raise _Damaged("its copy of the original config does not match the sha256 it records")
     try:
-        content = json.loads(original)
+        content = _parse_config(original)
         matches = (
             isinstance(content, dict)
             and content.get("Name") == machine
