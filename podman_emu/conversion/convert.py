@@ -16,7 +16,7 @@ from podman_emu.conversion.artifacts import console_log_path
 from podman_emu.conversion.journal import Journal
 from podman_emu.conversion.plan import Plan, PlanInputs, plan_conversion
 from podman_emu.conversion.staging import refuse_existing_destinations, stage_files
-from podman_emu.errors import ConversionStateError, UsageError
+from podman_emu.errors import ConversionStateError, IoFailed, UsageError
 from podman_emu.fsutil import private_dir
 from podman_emu.host.capabilities import Firmware, QemuCapabilities
 from podman_emu.host.cpu_profile import TcgProfile, choose_profile
@@ -233,13 +233,17 @@ def _stage_and_apply(
         force=request.force,
         progress=request.progress,
     )
+    try:
+        # Before the multi-GB copy: a state dir that cannot be written would fail only after it.
+        private_dir(paths.state_dir())
+    except OSError as exc:
+        raise IoFailed.of(exc, "create podman-emu's state dir") from None
     staged = stage_files(plan, disk)
     if inspected.format.compression is not None:
         disk_arch = next(item.arch for item in staged if item.action.role == "disk")
         assert disk_arch is not None
         outcome.arch = disk_arch
         _warn_about_arch(disk_arch, inspected.source.path, warn)
-    private_dir(paths.state_dir())
     outcome.journal = apply_conversion(
         machine,
         plan,
