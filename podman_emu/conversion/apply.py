@@ -18,7 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from podman_emu.conversion import journal as journals
-from podman_emu.conversion.artifacts import console_log_names, is_emulated, journal_dir
+from podman_emu.conversion.artifacts import console_log_names, is_emulated, journal_dir, removable
 from podman_emu.conversion.journal import CreatedFile, Journal, settle_journal, stranger_error, stranger_reason
 from podman_emu.conversion.plan import Plan
 from podman_emu.conversion.staging import StagedFile, discard_staged, refuse_existing_destinations
@@ -26,7 +26,7 @@ from podman_emu.errors import IoFailed, MachineBusy
 from podman_emu.fsutil import atomic_write, flocked, locked, private_dir, remove_quietly
 from podman_emu.podman.document import sha256_bytes
 from podman_emu.podman.layout import image_path
-from podman_emu.podman.machines import LoadedMachine, read_config_bytes
+from podman_emu.podman.machines import LoadedMachine, read_config_bytes, referenced_paths
 from podman_emu.podman.running import refuse_if_busy
 
 
@@ -171,8 +171,12 @@ def repair_interrupted(machine: LoadedMachine) -> None:
             journals.save_journal(settled)
 
 
-def apply_revert(machine: LoadedMachine, plan: Plan, journal: Journal, *, delete_disk: bool) -> list[str]:
-    """Write the native config back and remove what convert created. Returns removed paths."""
+def apply_revert(
+    machine: LoadedMachine, plan: Plan, journal: Journal, *, delete_disk: bool
+) -> tuple[list[str], list[str]]:
+    """Write the native config back and remove what convert created. Returns the removed paths
+    and those kept because a current machine config names them or they lie outside podman's
+    and podman-emu's dirs."""
     if machine.document.sha256 in (journal.converted_sha256, journal.original_sha256):
         # Nothing changed since convert (or an interrupted revert already wrote them back): the
         # very same bytes.
@@ -180,6 +184,7 @@ def apply_revert(machine: LoadedMachine, plan: Plan, journal: Journal, *, delete
     else:
         new_bytes = machine.document.render(plan.after)
     removed: list[str] = []
+    kept: list[str] = []
     with machine_lock(machine):
         _recheck(machine, "revert")
         try:
@@ -200,12 +205,18 @@ def apply_revert(machine: LoadedMachine, plan: Plan, journal: Journal, *, delete
                     ) from None
                 raise
         try:
+            # After the write: the reverted config no longer names the aarch64 disk, but another
+            # config may (a copied NAME.json), and a journal may name a path outside.
+            in_use = referenced_paths()
             for item in journal.created:
                 if item.role == "disk" and not delete_disk:
                     continue
                 targets = console_log_names(Path(item.path)) if item.role == "console" else [Path(item.path)]
                 for target in targets:
-                    if remove_quietly(target):
+                    if not removable(str(target), in_use):
+                        if os.path.lexists(target):
+                            kept.append(str(target))
+                    elif remove_quietly(target):
                         removed.append(str(target))
             journals.delete_journal(machine.config_path)
         except OSError as exc:
@@ -217,4 +228,4 @@ def apply_revert(machine: LoadedMachine, plan: Plan, journal: Journal, *, delete
                 f"still lists what is left; once the cause is fixed, `podman-emu revert {machine.name}` "
                 "removes the rest.",
             ) from None
-    return removed
+    return removed, kept

@@ -12,7 +12,7 @@ from typing import Any
 from podman_emu import paths
 from podman_emu.conversion import journal as journals
 from podman_emu.conversion.apply import apply_conversion, effective_journal, machine_journal, repair_interrupted
-from podman_emu.conversion.artifacts import console_log_path
+from podman_emu.conversion.artifacts import console_log_path, within
 from podman_emu.conversion.journal import Journal
 from podman_emu.conversion.plan import Plan, PlanInputs, plan_conversion
 from podman_emu.conversion.staging import refuse_existing_destinations, stage_files
@@ -260,6 +260,16 @@ def _stage_and_apply(
     return outcome
 
 
+def _files_dir(machine: LoadedMachine) -> str | None:
+    """podman's data dir when the native disk lies elsewhere: podman-emu creates files in
+    podman's machine dirs and its own, nowhere else (an --image-path disk may sit in ~/Downloads,
+    a `..` or a symlink in ImagePath may lead anywhere)."""
+    image = machine.config.image_path
+    if within(image, [paths.podman_data_dir()]):
+        return None
+    return str(paths.podman_data_dir())
+
+
 def convert_machine(request: ConvertRequest, warn: Callable[[str], None]) -> ConvertOutcome:
     """Convert machine `request.name`, or only plan it with `dry_run`. `warn` hears each warning
     as it comes (the outcome keeps them too)."""
@@ -279,6 +289,7 @@ def convert_machine(request: ConvertRequest, warn: Callable[[str], None]) -> Con
         disk_source=str(inspected.source.path),
         disk_container=inspected.format.container,
         console_log=str(console_log_path(machine.config_path)),
+        files_dir=_files_dir(machine),
     )
     plan = plan_conversion(machine.document.content, inputs)
     outcome = ConvertOutcome(plan, machine, host.profile, host.firmware, inspected.format, inspected.arch, warnings)

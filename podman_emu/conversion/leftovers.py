@@ -7,16 +7,15 @@ names the vars file, the console log and the native disk, which podman-emu then 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from podman_emu import paths
 from podman_emu.conversion import journal as journals
-from podman_emu.conversion.artifacts import console_log_names, journal_dir
+from podman_emu.conversion.artifacts import console_log_names, journal_dir, removable, within
 from podman_emu.errors import ConversionStateError, PodmanEmuError
 from podman_emu.fsutil import flocked
-from podman_emu.podman.machines import config_files, read_document
+from podman_emu.podman.machines import read_document, referenced_paths
 
 
 @dataclass(frozen=True)
@@ -28,37 +27,6 @@ class Leftover:
     @property
     def command(self) -> str:
         return f"podman-emu cleanup {self.machine}"
-
-
-def _path_strings(value: Any) -> Iterator[str]:
-    """Every absolute path a config mentions: plain values and qemu suboptions (file=/x,…)."""
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, dict):
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-        elif isinstance(item, str):
-            for part in item.split(","):
-                candidate = part.split("=", 1)[-1].removeprefix("unix:")
-                if os.path.isabs(candidate):
-                    yield candidate
-
-
-def referenced_paths() -> set[str]:
-    """Every file a current machine config names, as written and resolved: cleanup never
-    deletes one of them, whoever created it (two machines inited from one --image-path share it).
-    A config that cannot be read protects nothing, so cleanup refuses to guess about it."""
-    found: set[str] = set()
-    for config in config_files():
-        try:
-            content = read_document(config).content
-        except PodmanEmuError:
-            continue
-        for path in _path_strings(content):
-            found.update({os.path.normpath(path), os.path.realpath(path)})
-    return found
 
 
 def _is_stale(path: str, journal: journals.Journal) -> bool:
@@ -77,10 +45,11 @@ def _is_stale(path: str, journal: journals.Journal) -> bool:
 def find_leftovers() -> list[Leftover]:
     leftovers = []
     in_use = referenced_paths()
+    data_dir = paths.podman_data_dir()
     for path, journal in journals.all_journals():
         if isinstance(journal, ConversionStateError) or not _is_stale(journal.config_path, journal):
             continue
-        files = [item.path for item in journal.created if os.path.exists(item.path)]
+        files = [item.path for item in journal.created if os.path.lexists(item.path)]
         files += [
             str(p)
             for item in journal.created
@@ -88,10 +57,12 @@ def find_leftovers() -> list[Leftover]:
             for p in console_log_names(Path(item.path))[1:]
             if p.exists()
         ]
-        # podman's `rm` deleted the ImagePath it knew, the aarch64 disk; the native one stays.
-        if os.path.exists(journal.native_image_path):
+        # podman's `rm` deleted the ImagePath it knew, the aarch64 disk; the native one stays. It
+        # is offered only where podman made it for this machine: an --image-path disk elsewhere
+        # is the user's, and may be another machine's too.
+        if os.path.exists(journal.native_image_path) and within(journal.native_image_path, [data_dir]):
             files.append(journal.native_image_path)
-        files = [file for file in files if not {os.path.normpath(file), os.path.realpath(file)} & in_use]
+        files = [file for file in files if removable(file, in_use)]
         leftovers.append(Leftover(journal.machine, str(path), files))
     return leftovers
 

@@ -21,6 +21,7 @@ class RevertOutcome:
     byte_identical: bool
     removed: list[str] = field(default_factory=list)
     kept: list[str] = field(default_factory=list)
+    protected: list[str] = field(default_factory=list)  # named by a current config, or outside podman's dirs
     applied: bool = False
 
     def to_json(self) -> dict[str, Any]:
@@ -28,7 +29,7 @@ class RevertOutcome:
             **self.plan.to_json(applied=self.applied),
             "byte_identical_to_original": self.byte_identical,
             "removed": self.removed if self.applied else self.plan.removals,
-            "kept": self.kept,
+            "kept": self.kept + self.protected,
         }
 
 
@@ -64,6 +65,6 @@ def revert_machine(name: str, *, delete_disk: bool, dry_run: bool) -> RevertOutc
     )
     if dry_run:
         return outcome
-    outcome.removed = apply_revert(machine, plan, journal, delete_disk=delete_disk)
+    outcome.removed, outcome.protected = apply_revert(machine, plan, journal, delete_disk=delete_disk)
     outcome.applied = True
     return outcome
