@@ -121,7 +121,7 @@ def _created_file(item: object) -> CreatedFile:
     return CreatedFile(role, path, detail, None if sha256 is None else _digest(sha256, "sha256"))
 
 
-def _original(data: dict[str, Any], machine: str, cmdline: list[str], image: str) -> str:
+def _original(data: dict[str, Any], cmdline: list[str], image: str) -> str:
     """The journal's copy of the original config, checked against its digest and against the
     fields revert uses: a damaged copy would be written into podman's config as it is."""
     encoded = _text(data, "original_b64")
@@ -134,8 +134,8 @@ def _original(data: dict[str, Any], machine: str, cmdline: list[str], image: str
     try:
         content = _parse_config(original)
         matches = (
+            # Not Name: podman names a machine by its file, and a file's Name may differ.
             isinstance(content, dict)
-            and content.get("Name") == machine
             and content.get("CmdLine") == cmdline
             and path_value(content.get("ImagePath")) == image
         )
@@ -172,7 +172,7 @@ def _journal(data: object) -> Journal:
         machine=machine,
         config_path=_absolute(_text(data, "config_path"), "config_path"),
         status=next(known for known in STATUSES if known == status),
-        original_b64=_original(data, machine, cmdline, image),
+        original_b64=_original(data, cmdline, image),
         original_sha256=data["original_sha256"],
         converted_sha256=_digest(data.get("converted_sha256"), "converted_sha256"),
         native_cmdline=cmdline,

@@ -140,6 +140,7 @@ def test_convert_io_failure_is_an_error_and_leaves_nothing(
     breakage(mounts)
     before = _state(box)
     result = invoke(box, "convert", MACHINE, "--image", str(aarch64_disk))
+    print(f"{case}: {result.stderr}")
     assert_clean_refusal(result, named, failed)
     error_line = result.stderr.split("\n")[0].lower()
     assert "aavmf" not in error_line and str(aarch64_disk) not in error_line, result.stderr
@@ -173,6 +174,7 @@ def test_a_revert_that_fails_part_way_says_what_was_done(box: Sandbox, mounts: M
     assert_success(invoke(box, "convert", MACHINE, "--image", str(aarch64_disk)))
     _remount(data, "ro")
     result = invoke(box, "revert", MACHINE)
+    print(result.stderr)
     assert_clean_refusal(result, "read-only", f"podman-emu revert {MACHINE}", "_ovmf_vars.fd")
     assert "no machine file was changed" not in result.output.lower()
     assert "nothing was changed" not in result.output.lower()
