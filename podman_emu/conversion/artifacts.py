@@ -64,7 +64,7 @@ def own_roots() -> list[Path]:
 def within(path: str, roots: Sequence[Path]) -> bool:
     """Is `path` a plain name inside one of `roots`, as the file system resolves it? A `..` or
     a symlink on the way may lead anywhere, so the parent is resolved and `..` refused."""
-    if not os.path.isabs(path) or ".." in Path(path).parts:
+    if not os.path.isabs(path) or ".." in Path(path).parts or "\x00" in path:
         return False
     parent = os.path.realpath(os.path.dirname(path))
     return any(parent == (top := os.path.realpath(root)) or parent.startswith(top + os.sep) for root in roots)

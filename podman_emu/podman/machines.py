@@ -216,7 +216,7 @@ def _path_strings(value: Any) -> Iterator[str]:
         elif isinstance(item, str):
             for part in item.split(","):
                 candidate = part.split("=", 1)[-1].removeprefix("unix:")
-                if os.path.isabs(candidate):
+                if os.path.isabs(candidate) and "\x00" not in candidate:
                     yield candidate
 
 
