@@ -55,13 +55,13 @@ def guarded(action: Callable[[], T], *, as_json: bool = False) -> T:
     except OSError as exc:
         # A full, read-only or forbidden file system that no step anticipated is still the
         # environment's doing, not a bug: say which file and what to do.
-        error = IoFailed.of(
+        failure = IoFailed.of(
             exc,
             "use",
             outcome="podman-emu stopped at this step. Its writes are atomic and journaled: "
             "`podman-emu list` shows where each machine stands.",
         )
-        _refuse(error.code, error.message, error.hint, as_json=as_json, exit_code=error.exit_code)
+        _refuse(failure.code, failure.message, failure.hint, as_json=as_json, exit_code=failure.exit_code)
     except Exception as exc:
         _internal_error(exc, as_json=as_json)
 
