@@ -13,8 +13,9 @@ exits.
      ├── MachineBusy         machine-busy        exit 1
      ├── HostNotReady        host-not-ready      exit 1
      ├── ConversionStateError conversion-state   exit 1
-     ├── StagingFailed       staging-failed      exit 1
      ├── ImageError          image-error         exit 1
+     ├── IoFailed            io-failed           exit 1  (the hint says what was changed)
+     │    └── StagingFailed  staging-failed      exit 1
      ├── NoConsoleLog        no-console-log      exit 1
      └── UnsafeDirectory     unsafe-directory    exit 1
 
@@ -25,6 +26,8 @@ ExitCode.INTERNAL, and Ctrl-C as `interrupted` with ExitCode.INTERRUPTED.
 from __future__ import annotations
 
 import enum
+import errno
+import os
 
 
 class ExitCode(enum.IntEnum):
@@ -89,12 +92,6 @@ class ConversionStateError(PodmanEmuError):
     code = "conversion-state"
 
 
-class StagingFailed(PodmanEmuError):
-    """The files a conversion creates could not be prepared (no space, no permission)."""
-
-    code = "staging-failed"
-
-
 class ImageError(PodmanEmuError):
     """A disk image that cannot be used: unreadable, wrong format, wrong arch, bad checksum."""
 
@@ -107,6 +104,33 @@ class NoConsoleLog(PodmanEmuError):
     code = "no-console-log"
 
 
+class IoFailed(PodmanEmuError):
+    """The file system refused a read or write: full, read-only, or not permitted. The hint says
+    what had been changed by then (usually nothing) and how to go on."""
+
+    code = "io-failed"
+
+    @classmethod
+    def of(cls, exc: OSError, doing: str, path: object = None, *, outcome: str = "Nothing was changed.") -> IoFailed:
+        """`doing` + `path`: what failed ("write", "/x/m.json"); `outcome`: what was done by then."""
+        target = str(path if path is not None else exc.filename or "a file")
+        reason = (exc.strerror or str(exc)).lower()
+        where = os.path.dirname(target) or target
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            advice = f"Free space on the file system holding {where} (`df -h {where}`), then run the command again."
+        elif exc.errno == errno.EROFS:
+            advice = f"{where} is on a read-only file system: remount it read-write, then run the command again."
+        elif exc.errno in (errno.EACCES, errno.EPERM):
+            advice = f"Run podman-emu as the user who owns the machine, and check the permissions of {where}."
+        else:
+            advice = f"Check the file system holding {where}, then run the command again."
+        return cls(f"could not {doing} {target}: {reason}", hint=f"{outcome} {advice}")
+
+
+class StagingFailed(IoFailed):
+    """The files a conversion creates could not be prepared (no space, no permission)."""
+
+    code = "staging-failed"
 class UnsafeDirectory(PodmanEmuError):
     """A directory podman-emu would keep its own files in, but other users can write into."""
 

@@ -4,6 +4,8 @@ command, and whatever happens before or around them.
 - a PodmanEmuError (an expected refusal) -> `Error:` and `Hint:` on stderr, its exit code;
 - Ctrl-C -> one line, ExitCode.INTERRUPTED;
 - a closed pipe (`podman-emu list | head -1`) -> quiet, ExitCode.OK: the reader left;
+- any other OSError (a full, read-only or forbidden file system) -> an `io-failed` refusal naming
+  the file, exit 1;
 - anything else is a bug -> one line naming a log file that holds the traceback,
   ExitCode.INTERNAL (pre-commit's error_handler does the same with its exit code 3).
 
@@ -23,7 +25,7 @@ from typing import NoReturn, TypeVar
 
 from podman_emu import __version__, fsutil, paths
 from podman_emu.cli import render
-from podman_emu.errors import ExitCode, PodmanEmuError
+from podman_emu.errors import ExitCode, IoFailed, PodmanEmuError
 
 T = TypeVar("T")
 
@@ -50,6 +52,16 @@ def guarded(action: Callable[[], T], *, as_json: bool = False) -> T:
     except BrokenPipeError:
         _quiet_stdout()
         raise SystemExit(ExitCode.OK) from None
+    except OSError as exc:
+        # A full, read-only or forbidden file system that no step anticipated is still the
+        # environment's doing, not a bug: say which file and what to do.
+        failure = IoFailed.of(
+            exc,
+            "use",
+            outcome="podman-emu stopped at this step. Its writes are atomic and journaled: "
+            "`podman-emu list` shows where each machine stands.",
+        )
+        _refuse(failure.code, failure.message, failure.hint, as_json=as_json, exit_code=failure.exit_code)
     except Exception as exc:
         _internal_error(exc, as_json=as_json)
 

@@ -274,6 +274,10 @@ def print_revert(outcome: RevertOutcome, *, as_json: bool) -> None:
     console.print(f"[green]Reverted {outcome.plan.machine!r}[/green] to its native config{same}.")
     for path in outcome.kept:
         console.print(f"Kept the aarch64 disk {path} (remove it with --delete-disk next time, or by hand).")
+    for path in outcome.protected:
+        console.print(
+            f"Kept {path}: a current machine config names it, or it is outside podman's and podman-emu's dirs."
+        )
 
 
 # --- doctor, cleanup, images ------------------------------------------------------------------

@@ -107,3 +107,25 @@ def kept_disk_hint(machine: str, disk: str) -> str:
         f"`podman-emu convert {shlex.quote(machine)} --image {quoted}`. "
         f"If you do not need it: `rm -- {quoted}`."
     )
+
+
+def own_roots() -> list[Path]:
+    """Where podman-emu may create or delete files: podman's machine dirs and its own state."""
+    return [paths.podman_data_dir(), paths.podman_config_dir(), paths.state_dir()]
+
+
+def within(path: str, roots: Sequence[Path]) -> bool:
+    """Is `path` a plain name inside one of `roots`, as the file system resolves it? A `..` or
+    a symlink on the way may lead anywhere, so the parent is resolved and `..` refused."""
+    if not os.path.isabs(path) or ".." in Path(path).parts or "\x00" in path:
+        return False
+    parent = os.path.realpath(os.path.dirname(path))
+    return any(parent == (top := os.path.realpath(root)) or parent.startswith(top + os.sep) for root in roots)
+
+
+def removable(path: str, in_use: set[str]) -> bool:
+    """May podman-emu delete `path`, a file its journal names? Only inside its own roots, and
+    never one a current machine config names (see podman.machines.referenced_paths)."""
+    if not within(path, own_roots()) or (os.path.isdir(path) and not os.path.islink(path)):
+        return False
+    return not {os.path.normpath(path), os.path.realpath(path)} & in_use

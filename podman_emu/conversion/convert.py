@@ -11,14 +11,14 @@ from typing import Any
 
 from podman_emu import paths
 from podman_emu.conversion import journal as journals
-from podman_emu.conversion.apply import apply_conversion, effective_journal, repair_interrupted
-from podman_emu.conversion.artifacts import console_log_path, refuse_native_arm64
+from podman_emu.conversion.apply import apply_conversion, effective_journal, machine_journal, repair_interrupted
+from podman_emu.conversion.artifacts import console_log_path, refuse_native_arm64, within
 from podman_emu.conversion.helper_registry import RegisteredMachine
 from podman_emu.conversion.journal import Journal
 from podman_emu.conversion.plan import Plan, PlanInputs, plan_conversion
-from podman_emu.conversion.staging import StagedFile, refuse_existing_destinations, stage_files
+from podman_emu.conversion.staging import StagedFile, discard_staged, refuse_existing_destinations, stage_files
 from podman_emu.conversion.start_helpers import HostPlan, with_machine, without_machine
-from podman_emu.errors import ConversionStateError, UsageError
+from podman_emu.errors import ConversionStateError, IoFailed, UsageError
 from podman_emu.fsutil import private_dir
 from podman_emu.host.capabilities import Firmware, QemuCapabilities
 from podman_emu.host.cpu_profile import TcgProfile, choose_profile
@@ -104,7 +104,7 @@ class InspectedSource:
 
 
 def _refuse_converted(machine: LoadedMachine) -> None:
-    journal = effective_journal(machine, journals.load_journal(machine.config_path))
+    journal = effective_journal(machine, machine_journal(machine))
     if journal is None:
         return
     if journal.status == "reverting":
@@ -242,16 +242,25 @@ def _stage_and_apply(
         force=request.force,
         progress=request.progress,
     )
+    try:
+        # Before the multi-GB copy: a state dir that cannot be written would fail only after it.
+        private_dir(paths.state_dir())
+    except OSError as exc:
+        raise IoFailed.of(exc, "create podman-emu's state dir") from None
+    with_machine(_registration(machine), dry_run=True)  # a foreign drop-in refuses before the copy
     staged = stage_files(plan, disk)
     if inspected.format.compression is not None:
         disk_arch = next(item.arch for item in staged if item.action.role == "disk")
         assert disk_arch is not None
         outcome.arch = disk_arch
         _warn_about_arch(disk_arch, inspected.source.path, warn)
-    private_dir(paths.state_dir())
     # The launcher goes in before the config names qemu-system-aarch64, so no start of the
     # converted machine can miss it; it hands any machine not yet emulated to the real gvproxy.
-    outcome.host = with_machine(_registration(machine), dry_run=False)
+    try:
+        outcome.host = with_machine(_registration(machine), dry_run=False)
+    except BaseException:
+        discard_staged(staged)
+        raise
     for message in outcome.host.warnings:
         warn(message)
     try:
@@ -284,6 +293,16 @@ def _apply(
     )
 
 
+def _files_dir(machine: LoadedMachine) -> str | None:
+    """podman's data dir when the native disk lies elsewhere: podman-emu creates files in
+    podman's machine dirs and its own, nowhere else (an --image-path disk may sit in ~/Downloads,
+    a `..` or a symlink in ImagePath may lead anywhere)."""
+    image = machine.config.image_path
+    if within(image, [paths.podman_data_dir()]):
+        return None
+    return str(paths.podman_data_dir())
+
+
 def convert_machine(request: ConvertRequest, warn: Callable[[str], None]) -> ConvertOutcome:
     """Convert machine `request.name`, or only plan it with `dry_run`. `warn` hears each warning
     as it comes (the outcome keeps them too)."""
@@ -303,6 +322,7 @@ def convert_machine(request: ConvertRequest, warn: Callable[[str], None]) -> Con
         disk_source=str(inspected.source.path),
         disk_container=inspected.format.container,
         console_log=str(console_log_path(machine.config_path)),
+        files_dir=_files_dir(machine),
     )
     plan = plan_conversion(machine.document.content, inputs)
     outcome = ConvertOutcome(plan, machine, host.profile, host.firmware, inspected.format, inspected.arch, warnings)

@@ -12,9 +12,17 @@ from pathlib import Path
 
 from podman_emu import paths
 from podman_emu.conversion import journal as journals
-from podman_emu.conversion.artifacts import console_log_names, journal_dir, kept_disk_hint, kept_disk_name
-from podman_emu.errors import ConversionStateError
+from podman_emu.conversion.artifacts import (
+    console_log_names,
+    journal_dir,
+    kept_disk_hint,
+    kept_disk_name,
+    removable,
+    within,
+)
+from podman_emu.errors import ConversionStateError, PodmanEmuError
 from podman_emu.fsutil import flocked
+from podman_emu.podman.machines import read_document, referenced_paths
 
 
 @dataclass(frozen=True)
@@ -28,14 +36,27 @@ class Leftover:
         return f"podman-emu cleanup {self.machine}"
 
 
+def _is_stale(path: str, journal: journals.Journal) -> bool:
+    """The journal's machine is gone: its config was removed, or replaced by a new machine of
+    the same name (podman machine rm + init)."""
+    config = Path(path)
+    if not os.path.lexists(config):
+        return True
+    try:
+        document = read_document(config)
+    except PodmanEmuError:
+        return False
+    return journals.stranger_reason(journal, document.content, document.sha256) is not None
+
+
 def find_leftovers() -> list[Leftover]:
     leftovers = []
+    in_use = referenced_paths()
+    data_dir = paths.podman_data_dir()
     for path, journal in journals.all_journals():
-        if isinstance(journal, ConversionStateError):
+        if isinstance(journal, ConversionStateError) or not _is_stale(journal.config_path, journal):
             continue
-        if os.path.exists(journal.config_path):
-            continue
-        files = [item.path for item in journal.created if os.path.exists(item.path)]
+        files = [item.path for item in journal.created if os.path.lexists(item.path)]
         files += [
             str(p)
             for item in journal.created
@@ -43,9 +64,12 @@ def find_leftovers() -> list[Leftover]:
             for p in console_log_names(Path(item.path))[1:]
             if p.exists()
         ]
-        # podman's `rm` deleted the ImagePath it knew, the aarch64 disk; the native one stays.
-        if os.path.exists(journal.native_image_path):
+        # podman's `rm` deleted the ImagePath it knew, the aarch64 disk; the native one stays. It
+        # is offered only where podman made it for this machine: an --image-path disk elsewhere
+        # is the user's, and may be another machine's too.
+        if os.path.exists(journal.native_image_path) and within(journal.native_image_path, [data_dir]):
             files.append(journal.native_image_path)
+        files = [file for file in files if removable(file, in_use)]
         leftovers.append(Leftover(journal.machine, str(path), files))
     return leftovers
 

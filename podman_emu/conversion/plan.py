@@ -45,6 +45,9 @@ class PlanInputs:
     disk_source: str
     disk_container: DiskContainer
     console_log: str
+    # Where the vars file and aarch64 disk go when the native disk's directory is not podman's
+    # data dir (an --image-path disk elsewhere, a `..` or a symlink in ImagePath); None: beside it.
+    files_dir: str | None = None
 
 
 @dataclass
@@ -82,7 +85,9 @@ class Plan:
         return list(self.after["CmdLine"])
 
 
-def aarch64_file_paths(content: JsonObject, disk_container: DiskContainer) -> tuple[str, str]:
+def aarch64_file_paths(
+    content: JsonObject, disk_container: DiskContainer, files_dir: str | None = None
+) -> tuple[str, str]:
     """Where the vars file and the aarch64 disk go: beside the native disk in podman's data dir,
     the vars file under the name podman itself uses on darwin/arm64."""
     name = content["Name"]
@@ -99,7 +104,7 @@ def aarch64_file_paths(content: JsonObject, disk_container: DiskContainer) -> tu
             f"Name {name!r} cannot be part of a file name",
             hint="podman machine names never hold '/' or NUL; restore the machine's config or recreate it.",
         )
-    image_dir = os.path.dirname(image)
+    image_dir = files_dir or os.path.dirname(image)
     suffix = "qcow2" if disk_container == "qcow2" else "raw"
     return (
         os.path.join(image_dir, f"{name}_ovmf_vars.fd"),
@@ -116,7 +121,7 @@ def plan_conversion(content: JsonObject, inputs: PlanInputs) -> Plan:
             f"machine {content['Name']!r} already runs qemu-system-aarch64 ({argv[0]})",
             hint="It is already emulated. To change its options, `podman-emu revert` it first, then convert again.",
         )
-    vars_path, disk_path = aarch64_file_paths(content, inputs.disk_container)
+    vars_path, disk_path = aarch64_file_paths(content, inputs.disk_container, inputs.files_dir)
     if os.path.abspath(inputs.disk_source) == os.path.abspath(image_path(content)):
         raise ConversionStateError(
             "--image is the machine's own native disk",

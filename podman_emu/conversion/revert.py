@@ -6,8 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from podman_emu.conversion import journal as journals
-from podman_emu.conversion.apply import apply_revert, effective_journal, repair_interrupted
+from podman_emu.conversion.apply import apply_revert, effective_journal, machine_journal, repair_interrupted
 from podman_emu.conversion.artifacts import is_emulated, refuse_native_arm64
 from podman_emu.conversion.plan import NativeConfig, Plan, plan_revert
 from podman_emu.conversion.start_helpers import HostPlan, without_machine
@@ -23,6 +22,7 @@ class RevertOutcome:
     byte_identical: bool
     removed: list[str] = field(default_factory=list)
     kept: list[str] = field(default_factory=list)
+    protected: list[str] = field(default_factory=list)  # named by a current config, or outside podman's dirs
     applied: bool = False
     host: HostPlan | None = None
 
@@ -31,7 +31,7 @@ class RevertOutcome:
             **self.plan.to_json(applied=self.applied),
             "byte_identical_to_original": self.byte_identical,
             "removed": self.removed if self.applied else self.plan.removals,
-            "kept": self.kept,
+            "kept": self.kept + self.protected,
             "host_changes": [edit.to_json() for edit in self.host.edits] if self.host else [],
         }
 
@@ -40,7 +40,7 @@ def revert_machine(name: str, *, delete_disk: bool, dry_run: bool) -> RevertOutc
     machine = load_machine(name)
     if not dry_run:
         repair_interrupted(machine)
-    journal = effective_journal(machine, journals.load_journal(machine.config_path))
+    journal = effective_journal(machine, machine_journal(machine))
     if journal is None:
         refuse_native_arm64(machine.document.content)
         if is_emulated(machine.document.content):
@@ -70,7 +70,7 @@ def revert_machine(name: str, *, delete_disk: bool, dry_run: bool) -> RevertOutc
     if dry_run:
         outcome.host = without_machine(machine.config_path, dry_run=True)
         return outcome
-    outcome.removed = apply_revert(machine, plan, journal, delete_disk=delete_disk)
+    outcome.removed, outcome.protected = apply_revert(machine, plan, journal, delete_disk=delete_disk)
     outcome.applied = True
     # After the config: until it is native again, its starts still need the launcher.
     outcome.host = without_machine(machine.config_path, dry_run=False)

@@ -116,8 +116,10 @@ def refuse_existing_destinations(plan: Plan) -> None:
 
 def stage_files(plan: Plan, disk: DiskInstall) -> list[StagedFile]:
     staged: list[StagedFile] = []
+    destination = ""
     try:
         for action in plan.files:
+            destination = action.destination
             if action.role == "vars":
                 staged.append(_stage_vars(action))
             elif action.role == "disk":
@@ -131,9 +133,10 @@ def stage_files(plan: Plan, disk: DiskInstall) -> list[StagedFile]:
             for action in plan.files:
                 remove_quietly(temp_name(Path(action.destination)))
         if isinstance(exc, OSError):
-            raise StagingFailed(
-                f"could not create {getattr(exc, 'filename', None) or 'a file'}: {exc.strerror}",
-                hint="Check free space and permissions in podman's data dir; nothing was changed.",
+            # The error's own filename may be the source of a copy (shutil names the template
+            # when the destination's file system is full): name what was being created.
+            raise StagingFailed.of(
+                exc, "create", destination, outcome="Nothing was changed, and the partial copy was removed."
             ) from None
         raise
     return staged

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from podman_emu.errors import ConfigInvalid
-from podman_emu.podman.gojson import go_json
+from podman_emu.podman.gojson import go_json, parse_number
 
 JsonObject = dict[str, Any]
 
@@ -118,7 +118,13 @@ def parse_document(path: Path, data: bytes) -> RawDocument:
             hint="This is not a file podman wrote. Restore it from a backup or recreate the machine.",
         ) from None
     try:
-        content = json.loads(text, object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant)
+        content = json.loads(
+            text,
+            object_pairs_hook=_reject_duplicates,
+            parse_constant=_reject_constant,
+            parse_int=parse_number,
+            parse_float=parse_number,
+        )
     except _DuplicateKey as exc:
         raise ConfigInvalid(
             f"{path}: key {exc.key!r} appears more than once",

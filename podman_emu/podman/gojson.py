@@ -7,6 +7,7 @@ newline (json.Encoder). Key order is the document's own (Python dicts keep it).
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 # Go's encoding/json escapes these even inside otherwise raw UTF-8 output: HTML-sensitive
@@ -24,6 +25,39 @@ _GO_ESCAPES = {
     "\u2028": "\\u2028",
     "\u2029": "\\u2029",
 }
+
+
+# Python refuses to turn longer digit strings into an int (CVE-2020-10735); Go skips them in keys
+# its struct does not name, so such a literal is carried as text.
+_MAX_INT_DIGITS = 4000
+
+
+class NumberLiteral(float):
+    """A JSON number kept as the text it was written with. Go's decoder skips a number in a
+    key its struct does not name without converting it, so podman loads 1e400 or a 5000-digit
+    integer there; Python's float would turn it into inf and write `Infinity`, which no JSON
+    decoder accepts. Its float value (inf for an overflow) is what validation reads."""
+
+    literal: str
+
+    def __new__(cls, literal: str) -> NumberLiteral:
+        number = super().__new__(cls, literal)
+        number.literal = literal
+        return number
+
+    def __reduce__(self) -> tuple[type[NumberLiteral], tuple[str]]:
+        return NumberLiteral, (self.literal,)
+
+    def __repr__(self) -> str:
+        return self.literal
+
+
+def parse_number(literal: str) -> int | NumberLiteral:
+    """json.loads' parse_int/parse_float hook: an int when Python writes it back the same way,
+    else the literal itself."""
+    if literal.lstrip("-").isdigit() and literal != "-0" and len(literal) <= _MAX_INT_DIGITS:
+        return int(literal)
+    return NumberLiteral(literal)
 
 
 def _go_string(value: str) -> str:
@@ -47,6 +81,8 @@ def _go_string(value: str) -> str:
 def _go_scalar(value: Any) -> str:
     if isinstance(value, str):
         return _go_string(value)
+    if isinstance(value, NumberLiteral):
+        return value.literal
     if value is True:
         return "true"
     if value is False:
@@ -55,7 +91,7 @@ def _go_scalar(value: Any) -> str:
         return "null"
     if isinstance(value, int):
         return str(value)
-    if isinstance(value, float):
+    if isinstance(value, float) and math.isfinite(value):
         return json.dumps(value)
     raise TypeError(f"not a JSON value: {type(value).__name__}")
 

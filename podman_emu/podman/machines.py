@@ -6,6 +6,7 @@ import errno
 import os
 import re
 import stat
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -208,3 +209,34 @@ def machine_names() -> list[str]:
         return sorted(entry.name[:-5] for entry in directory.iterdir() if entry.name.endswith(".json"))
     except OSError:
         return []
+
+
+def _path_strings(value: Any) -> Iterator[str]:
+    """Every absolute path a config mentions: plain values and qemu suboptions (file=/x,…)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, str):
+            for part in item.split(","):
+                candidate = part.split("=", 1)[-1].removeprefix("unix:")
+                if os.path.isabs(candidate) and "\x00" not in candidate:
+                    yield candidate
+
+
+def referenced_paths() -> set[str]:
+    """Every file a current machine config names, as written and resolved: cleanup never
+    deletes one of them, whoever created it (two machines inited from one --image-path share it).
+    A config that cannot be read protects nothing, so cleanup refuses to guess about it."""
+    found: set[str] = set()
+    for config in config_files():
+        try:
+            content = read_document(config).content
+        except PodmanEmuError:
+            continue
+        for path in _path_strings(content):
+            found.update({os.path.normpath(path), os.path.realpath(path)})
+    return found

@@ -19,7 +19,8 @@ from podman_emu.conversion.artifacts import (
     machine_kind,
     native_arm64_explanation,
 )
-from podman_emu.conversion.journal import emulation_status
+from podman_emu.conversion.journal import emulation_status, stranger_reason
+from podman_emu.errors import ConversionStateError
 from podman_emu.observe.boot_stage import last_boot
 from podman_emu.observe.console_log import console_log_to_read, rotate_if_large
 from podman_emu.paths import podman_config_dir
@@ -86,11 +87,19 @@ class MachineList:
         ]
 
 
+EARLIER_MACHINE = " (journal of an earlier machine)"
+
+
 def _machine_row(
     machine: LoadedMachine | ListedMachine, journal: journals.Journal | None, check: RunCheck
 ) -> MachineRow:
-    emulation = emulation_status(
-        journal, current_sha256=machine.document.sha256, kind=machine_kind(machine.document.content)
+    suffix = ""
+    if journal is not None and stranger_reason(journal, machine.document.content, machine.document.sha256):
+        # The journal describes a machine that was removed; for this one it says nothing.
+        journal, suffix = None, EARLIER_MACHINE
+    emulation = (
+        emulation_status(journal, current_sha256=machine.document.sha256, kind=machine_kind(machine.document.content))
+        + suffix
     )
     return MachineRow(
         name=machine.name,
@@ -105,7 +114,14 @@ def _machine_row(
 
 
 def _listed_row(machine: ListedMachine) -> MachineRow:
-    row = _machine_row(machine, journals.load_journal(machine.config_path), run_state(machine.config))
+    try:
+        journal = journals.load_journal(machine.config_path)
+    except ConversionStateError:
+        # One damaged journal must not hide the other machines; convert, revert and inspect
+        # name the problem and what to do.
+        row = replace(_machine_row(machine, None, run_state(machine.config)), emulation="unknown (damaged journal)")
+    else:
+        row = _machine_row(machine, journal, run_state(machine.config))
     own = console_log_path(machine.config_path)
     rotate_if_large(own)
     log = console_log_to_read(configured_console_log(machine.config.CmdLine), own)

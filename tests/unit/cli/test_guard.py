@@ -81,6 +81,17 @@ PATCH_LIST = (
 )
 BOOM = PATCH_LIST.format("RuntimeError('disk on fire')")
 INTERRUPT = PATCH_LIST.format("KeyboardInterrupt")
+FULL = PATCH_LIST.format("OSError(28, 'No space left on device', '/full/fs/file')")
+
+
+@pytest.mark.parametrize("path", [fast_path, typer_path], ids=["fast", "typer"])
+def test_an_io_failure_anywhere_is_an_error_naming_the_path(machines: dict[str, str], path: object) -> None:
+    """A file-system failure no command anticipated is still the environment's, not a bug."""
+    result = path("list", env=machines, patch=FULL)  # type: ignore[operator]
+    assert result.returncode == 1, result.stderr
+    assert "internal error" not in result.stderr and "Traceback" not in result.stderr
+    assert "could not use /full/fs/file: no space left on device" in result.stderr
+    assert "df -h /full/fs" in result.stderr
 
 
 @pytest.mark.parametrize("path", [fast_path, typer_path], ids=["fast", "typer"])

@@ -149,7 +149,8 @@ def test_revert_restores_the_original_bytes_and_removes_what_it_created(
     native = NativeConfig(journal.native_cmdline, journal.native_image_path)
     created = [item.path for item in journal.created]
     revert = plan_revert(converted.document.content, native, created)
-    removed = apply.apply_revert(converted, revert, journal, delete_disk=True)
+    removed, protected = apply.apply_revert(converted, revert, journal, delete_disk=True)
+    assert protected == []
     assert machine.config_path.read_bytes() == machine.document.data
     assert journals.load_journal(machine.config_path) is None
     assert {str(Path(item.path)) for item in journal.created if item.role != "console"} <= set(removed)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import stat
 from pathlib import Path
 
@@ -15,7 +16,9 @@ from podman_emu.conversion.journal import CreatedFile, Journal, Status, emulatio
 from podman_emu.errors import ConversionStateError
 from testing.podman_home import Sandbox
 
-ORIGINAL, CONVERTED, REWRITTEN = b'{"old": 1}', b'{"new": 1}', b'{"new": 1, "LastUp": "now"}'
+NATIVE_CMDLINE = ["/usr/bin/qemu-system-x86_64", "-m", "2048"]
+ORIGINAL = json.dumps({"Name": "m", "CmdLine": NATIVE_CMDLINE, "ImagePath": "/disks/native.qcow2"}).encode()
+CONVERTED, REWRITTEN = b'{"new": 1}', b'{"new": 1, "LastUp": "now"}'
 
 
 def sha(data: bytes) -> str:
@@ -30,7 +33,7 @@ def journal_for(status: Status = "converting", config: str = "/home/u/.config/m.
         original_b64=base64.b64encode(ORIGINAL).decode(),
         original_sha256=sha(ORIGINAL),
         converted_sha256=sha(CONVERTED),
-        native_cmdline=["/usr/bin/qemu-system-x86_64", "-m", "2048"],
+        native_cmdline=list(NATIVE_CMDLINE),
         native_image_path="/disks/native.qcow2",
         created=[CreatedFile("vars", "/disks/m_ovmf_vars.fd"), CreatedFile("disk", "/disks/m_aarch64.qcow2")],
     )
@@ -98,7 +101,7 @@ def test_an_unreadable_journal_is_refused_with_what_to_do(podman_home: Sandbox, 
     path = journal_path(config)
     path.parent.mkdir(parents=True)
     path.write_bytes(content)
-    with pytest.raises(ConversionStateError, match=r"journal .* is unreadable") as raised:
+    with pytest.raises(ConversionStateError, match=r"journal .* is damaged") as raised:
         journals.load_journal(config)
     assert raised.value.hint is not None and "doctor" in raised.value.hint
     [(listed, error)] = journals.all_journals()
