@@ -67,7 +67,7 @@ def mmdebstrap(root: Path, work: Path) -> None:
 
 
 def _dpkg_version(root: Path, package: str) -> str:
-    return run(["dpkg-query", f"--admin={root / 'var/lib/dpkg'}", "-W", "-f=${Version}", package]).strip()
+    return run(["dpkg-query", f"--admindir={root / 'var/lib/dpkg'}", "-W", "-f=${Version}", package]).strip()
 
 
 def customize(root: Path, ignition_deb: Path, work: Path, *, hostname: str, machine_id: str) -> RootInfo:
