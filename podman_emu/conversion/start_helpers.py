@@ -207,8 +207,8 @@ def plan_host(machines: Sequence[RegisteredMachine]) -> HostPlan:
 
 
 def _lock() -> contextlib.AbstractContextManager[None]:
-    private_dir(helpers_root())
-    return flocked(helpers_root() / ".lock", what="podman-emu's start helpers", create=True)
+    # A flock on the directory itself: no lock file to leave behind when a later step fails.
+    return flocked(private_dir(helpers_root()), what="podman-emu's start helpers")
 
 
 def _write(plan: HostPlan) -> None:
