@@ -182,6 +182,8 @@ def test_01_init_and_convert(scenario: RealScenario) -> None:
     assert str(user.home / DROPIN) in dry.output and not (user.home / DROPIN).exists()
     convert(scenario, FAST, scenario.guest.disk)
     assert (user.home / DROPIN).exists()
+    # podman itself rewrites containers.conf at init and rm (service destinations); podman-emu never does.
+    assert (conf.read_bytes() if conf.exists() else None) == scenario.containers_conf
 
 
 def test_02_start_completes_with_the_api_forward(scenario: RealScenario) -> None:
@@ -212,7 +214,7 @@ def test_04_volume_round_trip(scenario: RealScenario) -> None:
     user = scenario.user
     share = user.home / "share"
     token = hashlib.sha256(str(time.time()).encode()).hexdigest()[:16]
-    (share / "from-host").write_text(token)
+    (share / "from-host").write_text(token + "\n")
     os.chown(share / "from-host", user.uid, user.gid)
     remote(
         user,
@@ -301,6 +303,8 @@ def test_09_a_native_machine_keeps_gvproxys_arguments(scenario: RealScenario) ->
 
 def test_10_revert_and_rm_leave_nothing(scenario: RealScenario) -> None:
     user = scenario.user
+    conf = user.home / ".config" / "containers" / "containers.conf"
+    scenario.containers_conf = conf.read_bytes() if conf.exists() else None
     for name in (FAST, SLOW):
         with phase(f"revert {name}"):
             must(user.podman_emu("revert", name, "--delete-disk"), "revert")
@@ -313,7 +317,6 @@ def test_10_revert_and_rm_leave_nothing(scenario: RealScenario) -> None:
     assert not (user.home / DROPIN).exists()
     assert not (user.home / DROPIN).parent.exists()
     assert not (user.state_dir / "start-helpers" / "registry.json").exists()
-    conf = user.home / ".config" / "containers" / "containers.conf"
     assert (conf.read_bytes() if conf.exists() else None) == scenario.containers_conf
     for name in (FAST, SLOW):
         must(user.podman("machine", "rm", "-f", name, timeout=120), "rm")
