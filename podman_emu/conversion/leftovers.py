@@ -20,6 +20,7 @@ from podman_emu.conversion.artifacts import (
     removable,
     within,
 )
+from podman_emu.conversion.start_helpers import without_machine
 from podman_emu.errors import ConversionStateError, PodmanEmuError
 from podman_emu.fsutil import flocked
 from podman_emu.podman.machines import read_document, referenced_paths
@@ -30,6 +31,7 @@ class Leftover:
     machine: str
     journal: str
     files: list[str]
+    config_path: str = ""
 
     @property
     def command(self) -> str:
@@ -70,7 +72,7 @@ def find_leftovers() -> list[Leftover]:
         if os.path.exists(journal.native_image_path) and within(journal.native_image_path, [data_dir]):
             files.append(journal.native_image_path)
         files = [file for file in files if removable(file, in_use)]
-        leftovers.append(Leftover(journal.machine, str(path), files))
+        leftovers.append(Leftover(journal.machine, str(path), files, journal.config_path))
     return leftovers
 
 
@@ -89,6 +91,9 @@ def cleanup_leftovers(name: str, *, dry_run: bool) -> Leftover:
                 for file in leftover.files:
                     Path(file).unlink(missing_ok=True)
                 Path(leftover.journal).unlink(missing_ok=True)
+                # The gvproxy launcher no longer handles it; with the last emulated machine gone,
+                # the drop-in, the launcher and the registry go too.
+                without_machine(Path(leftover.config_path), dry_run=False)
     if leftover is None:
         hint = "`podman-emu doctor` lists leftovers; a machine that still exists is reverted with `podman-emu revert`."
         # A plain revert ended the journal but kept the aarch64 disk: the one file left to name.

@@ -95,3 +95,16 @@ def test_a_dropin_of_the_users_under_podman_emus_name_is_refused_with_no_write(
     assert "podman-emu did not write it" in result.stderr
     assert config.read_bytes() == original
     assert dropin_path().read_bytes() == b"[engine]\n"
+
+
+def test_cleanup_after_podman_machine_rm_removes_the_host_side_too(
+    podman_home: Sandbox, user_conf: Path, blank_aarch64_disk: Path
+) -> None:
+    config = podman_home.install("podman-4.3-linux-amd64.json", "m")
+    convert("m", blank_aarch64_disk)
+    assert dropin_path().exists()
+    config.unlink()  # what `podman machine rm` does to the config
+    result = CliRunner().invoke(app, ["cleanup", "m"])
+    assert result.exit_code == 0, result.stderr
+    assert not dropin_path().exists() and read_registry() is None
+    assert user_conf.read_bytes() == USER_CONF
