@@ -63,13 +63,23 @@ fi
 mkdir -p "$root/root/podman-emu"
 git -C "$repo" archive --format=tar HEAD | tar -xf - -C "$root/root/podman-emu"
 
-echo "check-readme-fresh: running the README's first command as root in a fresh Debian 12 root:"
-echo "  $readme_command"
+path=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 set +e
-# A clean environment, as on a fresh login: nothing from this host's venvs or pip env leaks in.
-env -i HOME=/root TERM="${TERM:-dumb}" PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-  LANG=C.UTF-8 DEBIAN_FRONTEND=noninteractive \
-  chroot "$root" /bin/bash -c "cd /root/podman-emu && $readme_command"
+if [ "${FRESH_AS:-root}" = sudo-user ]; then
+  # The README's other reader: a user with sudo (sudo installed first; the user, not root, runs it).
+  echo "check-readme-fresh: running the README's first command as a user with sudo in a fresh Debian 12 root:"
+  echo "  $readme_command"
+  chroot "$root" /bin/bash -c "apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q sudo >/dev/null \
+    && useradd -m -s /bin/bash newcomer && echo 'newcomer ALL=(ALL) NOPASSWD: ALL' > /etc/sudoers.d/newcomer \
+    && cp -a /root/podman-emu /home/newcomer/ && chown -R newcomer: /home/newcomer/podman-emu"
+  env -i TERM="${TERM:-dumb}" PATH=$path LANG=C.UTF-8 HOME=/home/newcomer \
+    chroot --userspec=newcomer:newcomer "$root" /bin/bash -c "cd /home/newcomer/podman-emu && $readme_command"
+else
+  echo "check-readme-fresh: running the README's first command as root in a fresh Debian 12 root:"
+  echo "  $readme_command"
+  env -i HOME=/root TERM="${TERM:-dumb}" PATH=$path LANG=C.UTF-8 DEBIAN_FRONTEND=noninteractive \
+    chroot "$root" /bin/bash -c "cd /root/podman-emu && $readme_command"
+fi
 rc=$?
 set -e
 exit "$rc"
