@@ -102,7 +102,9 @@ def convert_command(
     cpu: str = typer.Option(None, "--cpu", help="CPU model (checked against the qemu's -cpu help)."),
     force: bool = typer.Option(False, "--force", help="Use a disk even if it looks like x86_64."),
 ) -> None:
-    """Rewrite the machine's qemu command into a fully emulated aarch64 one."""
+    """Rewrite the machine's qemu command into a fully emulated aarch64 one.
+
+    Also registers podman-emu's gvproxy launcher, so slow emulated first boots can finish."""
     from podman_emu.conversion.convert import ConvertRequest, convert_machine
 
     def warn(message: str) -> None:
@@ -133,7 +135,9 @@ def revert_command(
     as_json: bool = JsonOption,
     delete_disk: bool = typer.Option(False, "--delete-disk", help="Also delete the aarch64 disk."),
 ) -> None:
-    """Put the machine back to its native config (keeps later cpus/memory changes)."""
+    """Put the machine back to its native config (keeps later cpus/memory changes).
+
+    With the last emulated machine, the gvproxy launcher and its drop-in go too."""
     from podman_emu.conversion.revert import revert_machine
 
     def revert() -> None:
