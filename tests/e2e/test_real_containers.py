@@ -321,5 +321,12 @@ def test_10_revert_and_rm_leave_nothing(scenario: RealScenario) -> None:
     for name in (FAST, SLOW):
         must(user.podman("machine", "rm", "-f", name, timeout=120), "rm")
         user.machines.remove(name)
-    traces = [str(p) for p in user.home.rglob("*") if FAST in p.name or SLOW in p.name]
+    # podman 4.3.1 makes <data>/containers/podman/machine/NAME/ for the API socket it asks gvproxy
+    # to forward, and `machine rm` leaves it (empty) for native machines too: podman's, not ours.
+    podmans_socket_dirs = {user.home / ".local/share/containers/podman/machine" / name for name in (FAST, SLOW)}
+    traces = [
+        str(p)
+        for p in user.home.rglob("*")
+        if (FAST in p.name or SLOW in p.name) and not (p in podmans_socket_dirs and not any(p.iterdir()))
+    ]
     assert traces == [], traces
