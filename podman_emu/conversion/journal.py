@@ -278,7 +278,9 @@ def stranger_reason(journal: Journal, content: Mapping[str, Any], current_sha256
     if current_sha256 in (journal.original_sha256, journal.converted_sha256):
         return None
     was, now = created_stamp(journal.original_content), created_stamp(content)
-    if was != now:
+    # A pre-4.1 original carries no creation time: podman's migration stamps the first rewrite
+    # with the time of that rewrite, so a differing Created proves nothing and the disk decides.
+    if was != ZERO_CREATED and was != now:
         return f"that machine was created {was}, this one {now}"
     disk = journal.file("disk")
     known = {journal.native_image_path, *([disk.path] if disk is not None else [])}

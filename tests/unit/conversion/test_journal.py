@@ -6,6 +6,7 @@ import base64
 import hashlib
 import json
 import stat
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -116,3 +117,35 @@ def test_no_journal_dir_means_no_journals(podman_home: Sandbox) -> None:
 def test_the_journal_is_not_written_in_podmans_dir(podman_home: Sandbox) -> None:
     path = journals.save_journal(journal_for("converted", str(podman_home.config("m"))))
     assert podman_home.config_dir not in path.parents and Path(podman_home.state_dir) in path.parents
+
+
+# ORIGINAL has no Created (a pre-4.1 layout); podman 4.3's migration stamps the time of its first
+# rewrite, so the same machine comes back with a Created the journal never saw.
+MIGRATED = {"Name": "m", "Created": "2026-12-03T11:15:00.101289554Z", "ImagePath": "/disks/native.qcow2"}
+
+
+@pytest.mark.parametrize(
+    ("current", "same_machine"),
+    [
+        (MIGRATED, True),
+        ({**MIGRATED, "ImagePath": "/disks/m_aarch64.qcow2"}, True),
+        ({**MIGRATED, "Created": journals.ZERO_CREATED}, True),
+        ({**MIGRATED, "ImagePath": "/disks/another.qcow2"}, False),
+    ],
+)
+def test_a_journal_of_a_config_without_created_is_told_apart_by_its_disk(
+    current: dict[str, str], same_machine: bool
+) -> None:
+    data = json.dumps(current).encode()
+    reason = journals.stranger_reason(journal_for("converted"), current, sha(data))
+    assert (reason is None) is same_machine, reason
+
+
+def test_a_journal_of_a_config_with_created_is_told_apart_by_it() -> None:
+    stamped = json.dumps({**json.loads(ORIGINAL), "Created": "2026-12-01T08:00:00Z"}).encode()
+    journal = replace(journal_for("converted"), original_b64=base64.b64encode(stamped).decode(), original_sha256=sha(stamped))
+    later = {**MIGRATED, "Created": "2026-12-02T09:00:00Z"}
+    reason = journals.stranger_reason(journal, later, sha(json.dumps(later).encode()))
+    assert reason is not None and "2026-12-01T08:00:00Z" in reason
+    same = {**later, "Created": "2026-12-01T08:00:00Z"}
+    assert journals.stranger_reason(journal, same, sha(json.dumps(same).encode())) is None
