@@ -19,7 +19,8 @@ for path in podman_emu tests benchmarks; do [ -e "$path" ] && lint_paths+=("$pat
 # The layering in pyproject.toml ([tool.importlinter]): stages import downwards only, and the
 # planner imports no I/O module.
 "$venv/bin/lint-imports" --no-cache || status=1
-"$python" -m pytest -p no:cacheprovider -ra "$@"
+# The slowest tests are printed so the CI budget (well under an hour) can be watched.
+"$python" -m pytest -p no:cacheprovider -ra --durations=30 "$@"
 rc=$?
 if [ "$rc" -eq 5 ]; then
   echo "pytest collected no tests: that is a failure" >&2

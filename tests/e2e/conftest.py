@@ -13,7 +13,6 @@ import contextlib
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -22,12 +21,12 @@ from typing import Any
 
 import pytest
 
-from testing.fixtures import REPO
 from testing.guest import AAVMF_CODE, AAVMF_VARS, GuestImage, GuestToolMissing, build_guest_image, check_host
+from testing.podman_user import PodmanUser, PodmanUserError, throwaway_podman_user
 from testing.tools import unavailable
-from testing.users import USER_PATH, ThrowawayUser
+from testing.users import USER_PATH
 
-from .support import PHASES, E2EUser, kill_pid, phase, pid_alive, proc_argv
+from .support import PHASES, phase
 
 E2E_DIR = Path(__file__).resolve().parent
 PODMAN_DEFAULT_HELPER_DIRS = [
@@ -154,74 +153,28 @@ def guest_image(e2e_prerequisites: None) -> GuestImage:
 
 
 @pytest.fixture(scope="session")
-def e2e_user(e2e_prerequisites: None) -> Iterator[E2EUser]:
+def e2e_user(e2e_prerequisites: None) -> Iterator[PodmanUser]:
     """A user whose podman runs the gvproxy stand-in (the busybox guest has no sshd)."""
     with _throwaway_e2e_user(with_standin=True) as user:
         yield user
 
 
 @pytest.fixture(scope="session")
-def real_user(e2e_prerequisites: None) -> Iterator[E2EUser]:
+def real_user(e2e_prerequisites: None) -> Iterator[PodmanUser]:
     """A user with podman's own configuration: the real gvproxy, no containers.conf of ours."""
     with _throwaway_e2e_user(with_standin=False, prefix="pemr") as user:
         yield user
 
 
 @contextlib.contextmanager
-def _throwaway_e2e_user(*, with_standin: bool, prefix: str = "pemu") -> Iterator[E2EUser]:
-    log_dir = session_log_dir()
+def _throwaway_e2e_user(*, with_standin: bool, prefix: str = "pemu") -> Iterator[PodmanUser]:
     try:
-        throwaway = ThrowawayUser.create(prefix=prefix)
-    except subprocess.CalledProcessError as exc:
-        pytest.fail(f"useradd failed: {exc.stderr!r}", pytrace=False)
-    user: E2EUser | None = None
-    emu_src: Path | None = None
-    try:
-        entry = throwaway.account
-        home = throwaway.home
-        runtime_dir = throwaway.runtime_dir
-
-        helper_dir = home / "podman-emu-e2e-helpers"
-        if with_standin:
-            _install_standin(home, helper_dir, entry.pw_uid, entry.pw_gid)
-
-        # podman-emu runs as the user from a copy of the package the user can read.
-        emu_src = Path(tempfile.mkdtemp(prefix="podman-emu-e2e-src-"))
-        emu_src.chmod(0o755)
-        shutil.copytree(
-            REPO / "podman_emu", emu_src / "podman_emu", ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
-        )
-        for path in [emu_src, *emu_src.rglob("*")]:
-            path.chmod(0o755 if path.is_dir() else 0o644)
-
-        user = E2EUser(
-            name=throwaway.name,
-            uid=entry.pw_uid,
-            gid=entry.pw_gid,
-            home=home,
-            runtime_dir=runtime_dir,
-            helper_dir=helper_dir,
-            emu_src=emu_src,
-            python=sys.executable,
-            log_dir=log_dir,
-        )
-        probe = user.run(
-            [sys.executable, "-c", "import typer, pydantic, jsonpatch, podman_emu; print(podman_emu.__file__)"],
-            timeout=60,
-            env={"PYTHONPATH": str(emu_src), "PYTHONDONTWRITEBYTECODE": "1"},
-        )
-        if probe.returncode != 0:
-            pytest.fail(
-                f"the test user cannot run {sys.executable} with podman-emu's dependencies; run the suite "
-                "from a world-readable venv (.ci/run makes /opt/podman-emu-venv with chmod -R a+rX)\n"
-                + probe.describe(),
-                pytrace=False,
-            )
-        assert probe.stdout.strip().startswith(str(emu_src)), f"podman-emu imported from elsewhere: {probe.stdout}"
-        print(f"[e2e] user {throwaway.name} uid={entry.pw_uid} home={home} logs={log_dir}")
-        yield user
-    finally:
-        _teardown_user(throwaway, user, emu_src, log_dir)
+        with throwaway_podman_user(
+            session_log_dir(), prefix=prefix, prepare_home=_install_standin if with_standin else None
+        ) as user:
+            yield user
+    except PodmanUserError as exc:
+        pytest.fail(str(exc), pytrace=False)
 
 
 def _install_standin(home: Path, helper_dir: Path, uid: int, gid: int) -> None:
@@ -237,32 +190,3 @@ def _install_standin(home: Path, helper_dir: Path, uid: int, gid: int) -> None:
     (conf_dir / "containers.conf").write_text(f"[engine]\nhelper_binaries_dir = [{dirs}]\n")
     for path in [home / ".config", *home.joinpath(".config").rglob("*"), helper_dir, *helper_dir.iterdir()]:
         os.chown(path, uid, gid)
-
-
-def _teardown_user(throwaway: ThrowawayUser, user: E2EUser | None, emu_src: Path | None, log_dir: Path) -> None:
-    notes: list[str] = []
-    if user is not None:
-        if user.config_dir.is_dir():
-            for config in user.config_dir.glob("*.json"):
-                killed = user.kill_machine(config.stem)
-                if killed:
-                    notes.append(f"killed {config.stem}: {', '.join(killed)}")
-        # Anything else the user still runs was started by this suite (podman, ssh, a stray
-        # stand-in from a failed start): end it by pid so userdel can proceed.
-        for _ in range(3):
-            leftovers = [pid for pid in user.own_pids() if pid_alive(pid)]
-            if not leftovers:
-                break
-            for pid in leftovers:
-                notes.append(f"killed leftover pid {pid}: {' '.join(proc_argv(pid))[:200]}")
-                kill_pid(pid, uid=user.uid, grace=1.0)
-        # Keep the user's logs for a failed run's diagnosis.
-        for src in [user.runtime_dir / "gvproxy-standin.log", *user.state_dir.glob("consoles/*.log")]:
-            with contextlib.suppress(OSError):
-                shutil.copy2(src, log_dir / src.name)
-    if notes:
-        (log_dir / "teardown.log").write_text("\n".join(notes) + "\n")
-        print("[e2e teardown] " + "; ".join(notes))
-    throwaway.remove()
-    if emu_src is not None:
-        shutil.rmtree(emu_src, ignore_errors=True)

@@ -23,7 +23,9 @@ from typing import Any
 
 import pytest
 
-from .support import E2EUser, Result, phase, proc_argv, record_phase
+from testing.podman_user import PodmanUser, Result, proc_argv
+
+from .support import phase, record_phase
 
 pytestmark = [pytest.mark.e2e, pytest.mark.e2e_step]
 
@@ -52,7 +54,7 @@ DIRECT_KERNEL_OPTIONS = {"-kernel", "-initrd", "-append", "-dtb"}
 
 @dataclass
 class Scenario:
-    user: E2EUser
+    user: PodmanUser
     disk: Path
     esp_partuuid: str
     kernel_release: str
@@ -111,7 +113,7 @@ def marker(text: str, name: str) -> str | None:
     return match.group(1) if match else None
 
 
-def make_native_image(user: E2EUser, name: str) -> Path:
+def make_native_image(user: PodmanUser, name: str) -> Path:
     # A distinct basename per machine: podman 4.3.1 names the copied image after it, and two
     # machines made from one basename would share (and rm) one disk.
     path = user.home / f"native-{name}.x86_64.qcow2"
@@ -119,21 +121,21 @@ def make_native_image(user: E2EUser, name: str) -> Path:
     return path
 
 
-def podman_list(user: E2EUser) -> list[dict[str, Any]]:
+def podman_list(user: PodmanUser) -> list[dict[str, Any]]:
     return as_json(must(user.podman("machine", "list", "--format", "json"), "podman machine list"))
 
 
-def podman_inspect(user: E2EUser, name: str) -> dict[str, Any]:
+def podman_inspect(user: PodmanUser, name: str) -> dict[str, Any]:
     data = as_json(must(user.podman("machine", "inspect", name), f"podman machine inspect {name}"))
     assert isinstance(data, list) and len(data) == 1, data
     return data[0]
 
 
-def emu_inspect(user: E2EUser, name: str) -> dict[str, Any]:
+def emu_inspect(user: PodmanUser, name: str) -> dict[str, Any]:
     return as_json(must(user.podman_emu("inspect", name, "--json"), f"podman-emu inspect {name}"))
 
 
-def init_machine(user: E2EUser, name: str) -> dict[str, Any]:
+def init_machine(user: PodmanUser, name: str) -> dict[str, Any]:
     image = make_native_image(user, name)
     with phase(f"init {name}"):
         result = user.podman(
@@ -188,7 +190,7 @@ class ConsoleWatcher:
         return self.seen
 
 
-def start_machine(user: E2EUser, name: str, label: str) -> tuple[Result, int]:
+def start_machine(user: PodmanUser, name: str, label: str) -> tuple[Result, int]:
     """`podman machine start` under a timeout; returns its result and the console offset before it."""
     console = Path(emu_inspect(user, name)["console_log"])
     offset = console.stat().st_size if console.exists() else 0
@@ -215,7 +217,7 @@ def start_machine(user: E2EUser, name: str, label: str) -> tuple[Result, int]:
     return result, offset
 
 
-def stop_machine(user: E2EUser, name: str) -> Result:
+def stop_machine(user: PodmanUser, name: str) -> Result:
     pids = user.machine_pids(name)
     with phase(f"stop {name}"):
         result = user.podman("machine", "stop", name, timeout=STOP_TIMEOUT)
@@ -230,7 +232,7 @@ def stop_machine(user: E2EUser, name: str) -> Result:
     return result
 
 
-def check_boot(user: E2EUser, scenario: Scenario, name: str, offset: int) -> str:
+def check_boot(user: PodmanUser, scenario: Scenario, name: str, offset: int) -> str:
     console = Path(emu_inspect(user, name)["console_log"])
     wait_for(lambda: "PODMAN-EMU-GUEST GUEST-UP" in console_text(console, offset), CONSOLE_WAIT)
     text = console_text(console, offset)
@@ -254,7 +256,7 @@ def check_boot(user: E2EUser, scenario: Scenario, name: str, offset: int) -> str
     return text
 
 
-def check_qemu_process(user: E2EUser, name: str) -> int:
+def check_qemu_process(user: PodmanUser, name: str) -> int:
     pid = user.machine_pids(name)["qemu"]
     assert pid is not None, "no qemu pid file after start"
     argv = proc_argv(pid)
@@ -266,7 +268,7 @@ def check_qemu_process(user: E2EUser, name: str) -> int:
     return pid
 
 
-def leftovers(user: E2EUser, name: str) -> list[str]:
+def leftovers(user: PodmanUser, name: str) -> list[str]:
     """Files anywhere in the user's home (or runtime dir) that carry podman-emu's traces for `name`."""
     found = []
     for root in (user.home, user.runtime_dir):
@@ -286,7 +288,7 @@ def leftovers(user: E2EUser, name: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def scenario(e2e_user: E2EUser, guest_image: Any) -> Any:
+def scenario(e2e_user: PodmanUser, guest_image: Any) -> Any:
     disk_dir = e2e_user.home / "e2e-disks"
     disk_dir.mkdir(exist_ok=True)
     disk = disk_dir / "guest-aarch64.qcow2"

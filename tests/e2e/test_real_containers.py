@@ -27,7 +27,9 @@ from typing import Any
 
 import pytest
 
-from .support import E2EUser, Result, phase, proc_argv, record_phase
+from testing.podman_user import PodmanUser, Result, proc_argv
+
+from .support import phase, record_phase
 
 pytestmark = [pytest.mark.e2e, pytest.mark.e2e_step]
 
@@ -48,7 +50,7 @@ def must(result: Result, what: str) -> Result:
 
 @dataclass
 class RealScenario:
-    user: E2EUser
+    user: PodmanUser
     guest: Any  # testing.realguest.RealGuest
     native_image: Path
     originals: dict[str, bytes] = field(default_factory=dict)
@@ -65,7 +67,7 @@ def real_guest() -> Any:
 
 
 @pytest.fixture(scope="module")
-def scenario(real_user: E2EUser, real_guest: Any) -> Iterator[RealScenario]:
+def scenario(real_user: PodmanUser, real_guest: Any) -> Iterator[RealScenario]:
     user = real_user
     native = user.home / "native-x86_64.qcow2"
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(native), "2G"], check=True, timeout=60)
@@ -101,7 +103,7 @@ def convert(scenario: RealScenario, name: str, disk: Path) -> None:
     assert "99-podman-emu.conf" in result.output, "convert did not say it registers the launcher"
 
 
-def start(user: E2EUser, name: str, *, watch_status: bool = False) -> tuple[Result, list[str]]:
+def start(user: PodmanUser, name: str, *, watch_status: bool = False) -> tuple[Result, list[str]]:
     """`podman machine start` under a timeout; with `watch_status`, `podman-emu status` is sampled
     meanwhile (what a user waiting on a slow boot sees)."""
     seen: list[str] = []
@@ -129,12 +131,12 @@ def start(user: E2EUser, name: str, *, watch_status: bool = False) -> tuple[Resu
     return result, seen
 
 
-def remote(user: E2EUser, name: str, *args: str, what: str) -> Result:
+def remote(user: PodmanUser, name: str, *args: str, what: str) -> Result:
     with phase(what):
         return must(user.podman("--connection", name, *args, timeout=REMOTE_TIMEOUT_S), what)
 
 
-def stop(user: E2EUser, name: str) -> None:
+def stop(user: PodmanUser, name: str) -> None:
     with phase(f"stop {name}"):
         must(user.podman("machine", "stop", name, timeout=STOP_TIMEOUT_S), "podman machine stop")
     deadline = time.monotonic() + 30
@@ -143,7 +145,7 @@ def stop(user: E2EUser, name: str) -> None:
     assert not any(user.machine_pids(name).values()), user.machine_pids(name)
 
 
-def forward_state(user: E2EUser, name: str) -> dict[str, Any]:
+def forward_state(user: PodmanUser, name: str) -> dict[str, Any]:
     found = list((user.state_dir / "start-helpers" / "forward").glob(f"{name}-*.json"))
     assert len(found) == 1, found
     state: dict[str, Any] = json.loads(found[0].read_text())

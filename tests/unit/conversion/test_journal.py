@@ -143,7 +143,9 @@ def test_a_journal_of_a_config_without_created_is_told_apart_by_its_disk(
 
 def test_a_journal_of_a_config_with_created_is_told_apart_by_it() -> None:
     stamped = json.dumps({**json.loads(ORIGINAL), "Created": "2026-12-01T08:00:00Z"}).encode()
-    journal = replace(journal_for("converted"), original_b64=base64.b64encode(stamped).decode(), original_sha256=sha(stamped))
+    journal = replace(
+        journal_for("converted"), original_b64=base64.b64encode(stamped).decode(), original_sha256=sha(stamped)
+    )
     later = {**MIGRATED, "Created": "2026-12-02T09:00:00Z"}
     reason = journals.stranger_reason(journal, later, sha(json.dumps(later).encode()))
     assert reason is not None and "2026-12-01T08:00:00Z" in reason
