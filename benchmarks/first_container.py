@@ -304,7 +304,8 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
             + " | ".join(fmt(c) for c in cells)
             + f" | **{fmt(row['started'])}** | {fmt(row['imported'])} | **{fmt(row['first_output'])}** |"
         )
-    lines += ["", f"podman's own arm64 options under TCG: `{meta['podman_arm64_refused']}`", ""]
+    refused = " / ".join(meta["podman_arm64_refused"].splitlines())
+    lines += ["", f"podman's own arm64 options (`{' '.join(PODMAN_ARM64_OPTIONS)}`) under TCG: `{refused}`", ""]
     for run in meta["failed"]:
         lines.append(f"* failed: {run['profile']} {run['cpus']} vCPU round {run['round_number']}: {run['error'][:300]}")
     return "\n".join(lines) + "\n"
@@ -319,7 +320,7 @@ def chart(rows: list[dict[str, Any]], meta: dict[str, Any], path: Path) -> None:
     usable = [row for row in rows if isinstance(row["first_output"], float)]
     usable.sort(key=lambda row: row["first_output"], reverse=True)
     labels = [f"{row['profile']}, {row['cpus']} vCPU{'s' if row['cpus'] > 1 else ''}" for row in usable]
-    figure, axes = plt.subplots(figsize=(10, 0.6 * len(usable) + 2.2), dpi=120)
+    figure, axes = plt.subplots(figsize=(10, 0.6 * len(usable) + 3.4), dpi=120)
     for index, row in enumerate(usable):
         previous = 0.0
         for event, label, color in SEGMENTS:
@@ -331,12 +332,18 @@ def chart(rows: list[dict[str, Any]], meta: dict[str, Any], path: Path) -> None:
         axes.text(previous + 3, index, f"started {row['started']:.0f} s · output {previous:.0f} s", va="center")
     axes.set_yticks(range(len(usable)), labels)
     axes.set_xlabel(f"seconds from `podman machine start` (median of {meta['runs']} run(s))")
-    axes.set_xlim(0, max((row["first_output"] for row in usable), default=1) * 1.4)
+    axes.set_xlim(0, max((row["first_output"] for row in usable), default=1) * 1.35)
     axes.set_title(f"start → first arm64 container under TCG (QEMU {meta['qemu_version']}, podman 4.3.1)")
-    axes.legend(loc="lower right", fontsize="x-small")
+    axes.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=3, fontsize="x-small")
     figure.tight_layout()
     figure.savefig(path)
     plt.close(figure)
+
+
+def report(rows: list[dict[str, Any]], meta: dict[str, Any], results: Path) -> None:
+    (results / "first_container.md").write_text(markdown(rows, meta))
+    chart(rows, meta, results / "first_container.png")
+    print(markdown(rows, meta))
 
 
 def version_of(argv: list[str]) -> str:
@@ -352,7 +359,12 @@ def main() -> int:
     parser.add_argument("--profiles", default="podman-emu,lima,podman-arm64")
     parser.add_argument("--cpus", default="1,2")
     parser.add_argument("--results", type=Path, default=REPO / "benchmarks" / "results")
+    parser.add_argument("--report-only", action="store_true", help="redraw the table and chart from RESULTS' json")
     args = parser.parse_args()
+    if args.report_only:
+        saved = json.loads((args.results / "first_container.json").read_text())
+        report(saved["rows"], saved["meta"], args.results)
+        return 0
     if os.geteuid() != 0:
         print("run as root: the benchmark makes a throwaway user (podman machine refuses root)", file=sys.stderr)
         return 2
@@ -366,7 +378,7 @@ def main() -> int:
         "date": time.strftime("%Y-%m-%d"),
         "host": f"{os.cpu_count()} x {platform.machine()} CPUs, {platform.platform()}",
         "qemu_version": version_of([qemu, "--version"]).split("version ")[-1].split()[0],
-        "podman_version": version_of(["podman", "--version"]),
+        "podman_version": version_of(["podman", "--version"]).split("version ")[-1],
         "guest": f"Debian 12 arm64, kernel {guest.kernel_release}, {guest.podman_version}",
         "runs": args.runs,
         "podman_arm64_refused": podman_refuses_its_own_arm64_options(qemu),
@@ -384,15 +396,14 @@ def main() -> int:
                     runs.append(run)
                     state = run.error.splitlines()[0] if run.error else f"output {run.events['first_output']:.1f} s"
                     print(f"[bench] {profile.name} {cpus} vCPU round {round_number}: {state}", flush=True)
+                    print(f"[bench]   {json.dumps(run.events)}", flush=True)
     meta["failed"] = [asdict(run) for run in runs if run.error]
     rows = summarise(runs)
     args.results.mkdir(parents=True, exist_ok=True)
     (args.results / "first_container.json").write_text(
         json.dumps({"meta": meta, "rows": rows, "runs": [asdict(run) for run in runs]}, indent=1) + "\n"
     )
-    (args.results / "first_container.md").write_text(markdown(rows, meta))
-    chart(rows, meta, args.results / "first_container.png")
-    print(markdown(rows, meta))
+    report(rows, meta, args.results)
     print(f"logs: {log_dir}")
     return 0 if not meta["failed"] else 1
 

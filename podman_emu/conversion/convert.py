@@ -323,6 +323,7 @@ def convert_machine(request: ConvertRequest, warn: Callable[[str], None]) -> Con
         disk_container=inspected.format.container,
         console_log=str(console_log_path(machine.config_path)),
         files_dir=_files_dir(machine),
+        host_cpus=os.cpu_count() or 1,
     )
     plan = plan_conversion(machine.document.content, inputs)
     outcome = ConvertOutcome(plan, machine, host.profile, host.firmware, inspected.format, inspected.arch, warnings)

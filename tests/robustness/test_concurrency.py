@@ -311,7 +311,7 @@ def race_set(machine: Machine, mode: str, trials: int, rng: random.Random) -> Co
 
 @pytest.mark.parametrize("mode", ["locked-read", "podman-4.9"])
 def test_podman_set_races_convert(machine: Machine, mode: str) -> None:
-    trials = 60 if LONG else 6
+    trials = 30 if LONG else 6
     outcomes = race_set(machine, mode, trials, random.Random(f"{mode}-{trials}"))
     print(f"`set --cpus` ({mode}) racing convert, {trials} runs: {dict(outcomes)}")
     assert sum(outcomes.values()) == trials
@@ -333,7 +333,7 @@ def test_real_podman_4_3_set_races_convert(warm: Sandbox, aarch64_disk: Path) ->
         config = box.install("podman-4.3-linux-amd64.json", name=NAME)
         own_by(box.root, user)
         machine = Machine(box, config, config.read_bytes(), aarch64_disk)
-        trials = 40 if LONG else 3
+        trials = 20 if LONG else 3
         rng = random.Random(43)
         outcomes: Counter[str] = Counter()
         env = base_env(box)
@@ -405,7 +405,7 @@ def _no_temp_files(machine: Machine) -> None:
 
 
 def test_two_converts_one_wins(machine: Machine) -> None:
-    trials = 30 if LONG else 3
+    trials = 15 if LONG else 3
     converted = None
     outcomes: Counter[str] = Counter()
     for _ in range(trials):
@@ -429,7 +429,7 @@ def test_two_converts_one_wins(machine: Machine) -> None:
 
 
 def test_two_reverts_one_wins(machine: Machine) -> None:
-    trials = 20 if LONG else 2
+    trials = 10 if LONG else 2
     for _ in range(trials):
         machine.reset()
         assert_success(invoke(machine.box, "convert", NAME, "--image", str(machine.disk)))
@@ -444,7 +444,7 @@ def test_two_reverts_one_wins(machine: Machine) -> None:
 
 
 def test_convert_and_revert_at_once_stay_consistent(machine: Machine) -> None:
-    trials = 20 if LONG else 2
+    trials = 10 if LONG else 2
     seen: Counter[str] = Counter()
     for _ in range(trials):
         machine.reset()

@@ -392,23 +392,24 @@ def test_every_write_step_of_convert_and_revert(scenario_factory, record_propert
     assert total >= 25
 
 
-# Every step of every action for one fixture of each layout family; the others get the kill
-# points that change what podman or recovery can see (which keeps the long run within budget).
+# Every step of every action for the two layout families (V1, the real podman 4.3.1 file); the
+# others get the kill points that change what podman or recovery can see. A full sweep costs
+# several times a spot sweep, and every fixture full would take CI past its budget.
 FULL_SWEEP = (
     "podman-3.4-linux-amd64.json",  # V1, no trailing newline
-    "podman-4.0-darwin-amd64.json",  # V1 with a stray proxy pair and <>& escapes
     "podman-4.3-linux-amd64-odd-paths.json",  # real podman 4.3.1 file: spaces, commas, &, UTF-8
-    "podman-4.9-darwin-amd64.json",  # 4.5+ encoder, trailing newline
 )
 
 
-# The long run sweeps these; every other convertible fixture gets the fast byte-fidelity and
-# crash checks only. A sweep costs about 75 s per fixture here, and all 27 would take CI past its
-# budget; these cover each layout family, each encoder and each odd shape a real file has.
+# The long run sweeps these too; every other convertible fixture gets the fast byte-fidelity and
+# crash checks only. Together they cover each layout family, each encoder and each odd shape a
+# real file has.
 SPOT_SWEEP = (
     "podman-3.3.1-linux-amd64.json",  # no DiskSize, no ImageStream
     "podman-3.4.0-darwin-amd64.json",  # no ImageStream, hvf:tcg
+    "podman-4.0-darwin-amd64.json",  # V1 with a stray proxy pair and <>& escapes
     "podman-4.1-darwin-amd64-real-traits.json",  # -smp 12, /Volumes, USBs null, unix://var/folders
+    "podman-4.9-darwin-amd64.json",  # 4.5+ encoder, trailing newline
     "podman-4.9-darwin-amd64-real-traits.json",  # rootful, dotted user, Homebrew under $HOME, -serial
 )
 
@@ -535,7 +536,7 @@ def test_random_sigkill_of_real_processes(scenario_factory) -> None:
 
 @long_run
 @pytest.mark.long
-def test_random_sigkill_200_runs(scenario_factory) -> None:
+def test_random_sigkill_120_runs(scenario_factory) -> None:
     rng = random.Random(int(os.environ.get("PODMAN_EMU_SEED", "2")))
     # Spread over layouts: V1 (3.4, 4.0), 4.1, the real 4.3.1 files, 4.5+ with trailing newline.
     fixtures = [
@@ -549,14 +550,14 @@ def test_random_sigkill_200_runs(scenario_factory) -> None:
     total: Counter[str] = Counter()
     for fixture in fixtures:
         scenario = scenario_factory(fixture, "/tmp")
-        outcomes = random_kills(scenario, 36, rng)
+        outcomes = random_kills(scenario, 20, rng)
         total.update(outcomes)
         print(f"{fixture}: {dict(outcomes)}")
     print(f"random kills, all fixtures: {dict(total)}")
-    assert sum(total.values()) >= 200
+    assert sum(total.values()) >= 120
     # Half the runs aim at the work window; most of those must land in it (some still find the
     # run finished: the window of a revert is a few tens of milliseconds).
-    assert sum(count for key, count in total.items() if key.startswith("killed while working")) >= 40
+    assert sum(count for key, count in total.items() if key.startswith("killed while working")) >= 24
 
 
 def test_fixtures_exist() -> None:

@@ -208,3 +208,19 @@ def test_a_native_disk_path_with_an_unescaped_comma_is_replaced_whole() -> None:
     assert plan.argv_after[-1] == "if=virtio,file=/home/a,,b/m_aarch64.qcow2,format=qcow2".replace(
         "m_", content["Name"] + "_"
     )
+
+
+@pytest.mark.parametrize(
+    ("smp", "host_cpus", "advised"),
+    [("1", 2, True), ("1", 8, True), ("1", 1, False), ("2", 2, False), ("4", 8, False), ("cpus=1,cores=1", 2, True)],
+)
+def test_a_one_vcpu_machine_on_a_multicore_host_is_told_what_a_second_vcpu_buys(
+    smp: str, host_cpus: int, advised: bool
+) -> None:
+    content, _ = load(manifest()[0])
+    content["CmdLine"] = podman_set(content["CmdLine"], "-smp", smp)
+    notes = plan_conversion(content, options(host_cpus=host_cpus)).notes
+    advice = [note for note in notes if "vCPU" in note]
+    assert bool(advice) is advised, notes
+    if advised:
+        assert f"podman machine set --cpus 2 {content['Name']}" in advice[0]
