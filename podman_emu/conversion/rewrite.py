@@ -21,6 +21,9 @@ DiskContainer = Literal["qcow2", "raw"]
 # v4.9.5 pkg/machine/qemu/options_*.go): none of them is valid for an aarch64 guest under TCG on
 # x86_64, and each is replaced by the profile.
 ARCH_OPTIONS = frozenset({"-accel", "-cpu", "-M", "-bios", "-enable-kvm"})
+# A machine property that is not about the host: podman 5.2+ puts guest RAM in a shared memfd
+# (`-M memory-backend=mem`) because virtiofsd maps it, so it moves into the aarch64 `-M`.
+KEPT_MACHINE_PROPERTIES = ("memory-backend",)
 PROXY_FW_CFG_PREFIX = "name=opt/com.coreos/environment,"
 PODMAN_DRIVE_PREFIX = "if=virtio,file="
 
@@ -48,6 +51,17 @@ def _is_console_option(name: str, value: str | None) -> bool:
     )
 
 
+def _with_machine_properties(arguments: list[str], properties: Sequence[str]) -> list[str]:
+    if not properties:
+        return arguments
+    at = arguments.index("-M") + 1
+    return [
+        *arguments[:at],
+        ",".join([arguments[at], *(escape_value(item) for item in properties)]),
+        *arguments[at + 1 :],
+    ]
+
+
 def rewrite_argv(
     argv: Sequence[str],
     *,
@@ -60,15 +74,21 @@ def rewrite_argv(
 ) -> Rewritten:
     """The emulated argv and notes on what was dropped. Every option podman depends on stays in
     place: -m/-smp as separate elements (podman's `set` edits them by position), ignition
-    -fw_cfg, -qmp, -netdev fd=3, the virtio-serial ready port, -pidfile, -virtfs, USB."""
+    -fw_cfg, -qmp, -netdev (fd=3 in 4.x, a unix stream in 5.x), the virtio-serial ready port,
+    -pidfile, -virtfs, vhost-user-fs, USB; a shared memory backend stays the machine's."""
     notes: list[str] = []
     out: list[str] = [qemu_binary]
     insert_at: int | None = None
     fallback_insert: int | None = None
     disk_done = False
+    kept_machine_properties: list[str] = []
     for option in machine_options(argv):
         name = canonical_name(option.name)
         value = option.value
+        if name == "-M" and value is not None:
+            kept_machine_properties += [
+                f"{key}={found}" for key in KEPT_MACHINE_PROPERTIES if (found := suboption(value, key)) is not None
+            ]
         if name in ARCH_OPTIONS or (name == "-drive" and value is not None and suboption(value, "if") == "pflash"):
             if insert_at is None:
                 insert_at = len(out)
@@ -109,7 +129,7 @@ def rewrite_argv(
             "`podman machine init`.",
         )
     arch_block = (
-        profile.arguments()
+        _with_machine_properties(profile.arguments(), kept_machine_properties)
         + list(firmware_arguments)
         # edk2 waits ~5 s for a boot-menu key press on every start, most of the firmware's time
         # under TCG (benchmarks/boot.py: 6 s -> 0.9 s); a podman machine has no keyboard anyway.
