@@ -20,10 +20,27 @@ EVENTS_KEPT = 20
 
 
 @dataclass(frozen=True)
+class QemuRoute:
+    """How the `qemu-system-x86_64` wrapper runs a podman 5 machine emulated. Podman 5 stores no
+    command line and builds it at every start, so everything the aarch64 argv needs beyond
+    podman's own is decided at convert time and kept here: the wrapper must exec within podman's
+    ~15 s wait for the ready socket, and never probes or searches."""
+
+    pid_file: str  # the machine's QEMUPidPath: podman 5 passes it as -pidfile at every start
+    qemu_binary: str  # an absolute qemu-system-aarch64, probed at convert
+    accel: str
+    cpu: str
+    machine: str
+    firmware_arguments: list[str]  # pflash code + the machine's vars file
+    disk_container: str  # qcow2 | raw: the aarch64 disk at ImagePath
+
+
+@dataclass(frozen=True)
 class RegisteredMachine:
     name: str
     config_path: str
     console_log: str
+    qemu_route: QemuRoute | None = None  # podman 5.x machines only
 
 
 @dataclass
@@ -44,6 +61,13 @@ class Registry:
         for machine in self.machines:
             if _config_value(machine.config_path, "PidFilePath") == pid_file:
                 return machine
+        return None
+
+    def route_for_pid_file(self, pid_file: str) -> tuple[RegisteredMachine, QemuRoute] | None:
+        """The emulated podman 5 machine whose qemu podman is starting (its -pidfile)."""
+        for machine in self.machines:
+            if machine.qemu_route is not None and machine.qemu_route.pid_file == pid_file:
+                return machine, machine.qemu_route
         return None
 
 
@@ -81,12 +105,21 @@ def gvproxy_log_path(config_path: Path) -> Path:
     return helpers_root() / "logs" / f"{paths.machine_key(config_path)}-gvproxy.log"
 
 
+def _registered_machine(item: dict[str, Any]) -> RegisteredMachine:
+    route = item.get("qemu_route")
+    if route is not None:
+        route = QemuRoute(**route)
+        if not all(isinstance(value, str) for value in route.firmware_arguments):
+            raise RegistryDamaged("a qemu route's firmware arguments are not strings")
+    return RegisteredMachine(**{**item, "qemu_route": route})
+
+
 def parse_registry(raw: bytes) -> Registry:
     try:
         data: dict[str, Any] = json.loads(raw)
         if data.get("schema") != SCHEMA:
             raise RegistryDamaged(f"unknown schema {data.get('schema')!r}")
-        data["machines"] = [RegisteredMachine(**item) for item in data.get("machines", [])]
+        data["machines"] = [_registered_machine(item) for item in data.get("machines", [])]
         return Registry(**data)
     except (ValueError, TypeError, AttributeError) as exc:
         raise RegistryDamaged(str(exc)) from None

@@ -41,6 +41,7 @@ from podman_emu.host.containers_conf import dropin_path, effective_helper_dirs, 
 
 Action = Literal["create", "update", "remove"]
 LAUNCHER_NAME = "gvproxy"
+QEMU_WRAPPER_NAME = "qemu-system-x86_64"
 
 
 @dataclass(frozen=True)
@@ -86,34 +87,104 @@ def package_root() -> str:
     return str(Path(podman_emu.__file__).resolve().parent.parent)
 
 
-def launcher_source(registry_file: Path, fallback_dirs: Sequence[str], python: str, root: str | None = None) -> bytes:
-    """The launcher podman runs as `gvproxy`. It must never take a native machine down with it:
-    if podman-emu cannot be imported (uninstalled, a broken venv), it hands over to the real
-    gvproxy from the list podman used before. `-I`: podman's environment (PYTHONPATH, the
-    working directory) must not decide which code runs."""
-    return f'''#!{python} -I
-# podman-emu's gvproxy launcher: podman finds it through {dropin_path()}.
-# Machines podman-emu converted get gvproxy without its early API forward (podman-emu brings the
-# forward up once the guest's sshd is ready); every other machine gets the real gvproxy unchanged.
+_HELPER_TEMPLATE = """#!{python} -I
+# podman-emu's {helper} {kind}: podman finds it through {dropin}.
+# {purpose}
+import json
 import os
 import sys
 
-REGISTRY = {str(registry_file)!r}
-FALLBACK_DIRS = {list(fallback_dirs)!r}
+REGISTRY = {registry!r}
+FALLBACK_DIRS = {fallback_dirs!r}
 PACKAGE_ROOT = {root!r}
 if PACKAGE_ROOT:
     sys.path.insert(0, PACKAGE_ROOT)
 try:
-    from podman_emu.helpers.gvproxy_shim import main
+    from podman_emu.helpers.{module} import main
 except Exception as error:
-    for directory in FALLBACK_DIRS:
-        candidate = os.path.join(directory, "gvproxy")
-        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
-            os.execv(candidate, [candidate, *sys.argv[1:]])
-    sys.stderr.write(f"podman-emu's gvproxy launcher: {{error}}; no gvproxy in {{FALLBACK_DIRS}}\\n")
-    sys.exit(127)
+{fallback}
 sys.exit(main(REGISTRY, sys.argv[1:]))
-'''.encode()
+"""
+
+# If podman-emu cannot be imported (uninstalled, a broken venv), a native machine must not go
+# down with it: the real helper from the list podman used before takes over unchanged.
+_HAND_OVER = """    for directory in FALLBACK_DIRS + {path_dirs}:
+        candidate = os.path.join(directory, {helper!r})
+        own = directory == os.path.dirname(os.path.abspath(sys.argv[0]))
+        if not own and os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            os.execv(candidate, [candidate, *sys.argv[1:]])
+    sys.stderr.write(f"podman-emu's {helper} {kind}: {{error}}; no {helper} in {{FALLBACK_DIRS}}\\n")
+    sys.exit(127)"""
+
+# ... but an emulated podman 5 machine is never handed to the x86 qemu (its disk is aarch64):
+# that is the silent fallback this tool exists to prevent. The registry is plain JSON, so the
+# check needs nothing of podman-emu's.
+_REFUSE_EMULATED = """    try:
+        with open(REGISTRY, "rb") as handle:
+            routes = [m for m in json.load(handle).get("machines", []) if m.get("qemu_route")]
+        args = sys.argv[1:]
+        pid_file = args[args.index("-pidfile") + 1] if "-pidfile" in args[:-1] else None
+        emulated = [m["name"] for m in routes if m["qemu_route"].get("pid_file") == pid_file]
+    except (OSError, ValueError, AttributeError, TypeError, KeyError):
+        emulated = []
+    if emulated:
+        sys.stderr.write(
+            f"podman-emu cannot be imported ({error}), and machine {emulated[0]!r} is emulated: it "
+            f"needs podman-emu to start. Reinstall podman-emu, or `podman-emu revert {emulated[0]}`.\\n"
+        )
+        sys.exit(1)
+"""
+
+
+def _helper_source(
+    helper: str, kind: str, purpose: str, module: str, registry_file: Path, fallback_dirs: Sequence[str],
+    python: str, root: str | None, *, search_path: bool, refuse_emulated: bool,
+) -> bytes:  # fmt: skip
+    """`-I`: podman's environment (PYTHONPATH, the working directory) must not decide which code runs."""
+    path_dirs = 'os.environ.get("PATH", os.defpath).split(os.pathsep)' if search_path else "[]"
+    fallback = (_REFUSE_EMULATED if refuse_emulated else "") + _HAND_OVER.format(
+        path_dirs=path_dirs, helper=helper, kind=kind
+    )
+    return _HELPER_TEMPLATE.format(
+        python=python, helper=helper, kind=kind, dropin=dropin_path(), purpose=purpose, registry=str(registry_file),
+        fallback_dirs=list(fallback_dirs), root=root, module=module, fallback=fallback,
+    ).encode()  # fmt: skip
+
+
+def launcher_source(registry_file: Path, fallback_dirs: Sequence[str], python: str, root: str | None = None) -> bytes:
+    """The launcher podman runs as `gvproxy`."""
+    return _helper_source(
+        LAUNCHER_NAME,
+        "launcher",
+        "Machines podman-emu converted get gvproxy without its early API forward (podman-emu brings the\n"
+        "# forward up once the guest's sshd is ready); every other machine gets the real gvproxy unchanged.",
+        "gvproxy_shim",
+        registry_file,
+        fallback_dirs,
+        python,
+        root,
+        search_path=False,  # podman looks for gvproxy in its helper dirs only
+        refuse_emulated=False,
+    )
+
+
+def qemu_wrapper_source(
+    registry_file: Path, fallback_dirs: Sequence[str], python: str, root: str | None = None
+) -> bytes:
+    """The wrapper podman 5 runs as `qemu-system-x86_64`."""
+    return _helper_source(
+        QEMU_WRAPPER_NAME,
+        "wrapper",
+        "podman 5 machines podman-emu converted run as qemu-system-aarch64 under TCG; every other\n"
+        "# machine gets the real qemu-system-x86_64 with its arguments unchanged.",
+        "qemu_wrapper",
+        registry_file,
+        fallback_dirs,
+        python,
+        root,
+        search_path=True,  # FindHelperBinary(qemu, true): $PATH after the helper dirs
+        refuse_emulated=True,
+    )
 
 
 def _missing_dirs(path: Path) -> list[Path]:
@@ -147,8 +218,11 @@ def plan_host(machines: Sequence[RegisteredMachine]) -> HostPlan:
             plan.edits += [
                 HostEdit("containers.conf drop-in", before.dropin, "remove"),
                 HostEdit("gvproxy launcher", str(Path(before.helper_dir) / LAUNCHER_NAME), "remove"),
-                HostEdit("start-helper registry", str(registry_path()), "remove"),
             ]
+            wrapper = Path(before.helper_dir) / QEMU_WRAPPER_NAME
+            if wrapper.exists():
+                plan.edits.append(HostEdit("qemu wrapper", str(wrapper), "remove"))
+            plan.edits.append(HostEdit("start-helper registry", str(registry_path()), "remove"))
             plan.edits += [HostEdit("directory", d, "remove", "if empty") for d in reversed(before.created_dirs)]
         return plan
     dropin = dropin_path()
@@ -192,6 +266,16 @@ def plan_host(machines: Sequence[RegisteredMachine]) -> HostPlan:
             f"helper_binaries_dir = [{bin_dir}, …{previous.source}]",
         ),
     }
+    wrapper = bin_dir / QEMU_WRAPPER_NAME
+    if any(machine.qemu_route for machine in kept):
+        files[str(wrapper)] = (
+            "qemu wrapper",
+            qemu_wrapper_source(registry_path(), next_dirs, sys.executable, package_root()),
+            "podman 5 machines: emulated ones run qemu-system-aarch64, the others the real qemu-system-x86_64",
+        )
+    elif wrapper.exists():
+        # The last podman 5 machine was reverted: podman finds its qemu where it did before.
+        plan.edits.append(HostEdit("qemu wrapper", str(wrapper), "remove"))
     for path, (role, content, detail) in files.items():
         try:
             current: bytes | None = Path(path).read_bytes()
@@ -222,8 +306,11 @@ def _write(plan: HostPlan) -> None:
     for path, content in plan.files.items():
         if path == str(registry_path()):
             continue
-        mode = 0o700 if path.endswith("/" + LAUNCHER_NAME) else 0o600
+        mode = 0o700 if Path(path).name in (LAUNCHER_NAME, QEMU_WRAPPER_NAME) else 0o600
         atomic_write(Path(path), content, mode=mode)
+    for edit in plan.edits:
+        if edit.action == "remove":
+            remove_quietly(Path(edit.path))
 
 
 def _remove(plan: HostPlan) -> None:

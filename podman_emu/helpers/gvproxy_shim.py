@@ -8,8 +8,9 @@ lives; then this process becomes the real gvproxy with `execv`, keeping its pid,
 reads from the pid file and signals at `machine stop`.
 
 Every other machine — native ones, or any call this module does not understand — gets the real
-gvproxy with its arguments untouched. Only the standard library and podman-emu's stdlib-only
-registry are imported: this runs at every `podman machine start`.
+gvproxy with its arguments untouched. This runs at every `podman machine start`, so it imports
+little: the stdlib-only registry and the helper lookup (tomlkit, ~10 ms, to read the
+containers.conf chain again when the registry is damaged).
 """
 
 from __future__ import annotations
@@ -23,12 +24,11 @@ from pathlib import Path
 from podman_emu.conversion.helper_registry import (
     RegisteredMachine,
     Registry,
-    RegistryDamaged,
     forward_state_path,
     gvproxy_log_path,
-    read_registry,
 )
 from podman_emu.helpers import api_forward
+from podman_emu.helpers.lookup import helper_context, next_helper
 
 FORWARD_FLAGS = ("-forward-sock", "-forward-dest", "-forward-user", "-forward-identity")
 LOG_LIMIT_BYTES = 4 * 1024 * 1024
@@ -89,16 +89,6 @@ def forward_requests(call: GvproxyCall) -> list[api_forward.ForwardRequest]:
     ]
 
 
-def find_real_gvproxy(directories: Sequence[str], own_dir: str | None) -> str | None:
-    for directory in directories:
-        if own_dir and os.path.abspath(directory) == os.path.abspath(own_dir):
-            continue
-        candidate = os.path.join(directory, "gvproxy")
-        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
-            return candidate
-    return None
-
-
 def _is_emulated(config_path: str) -> bool:
     import json
 
@@ -142,14 +132,9 @@ def _handled_machine(registry: Registry | None, call: GvproxyCall) -> Registered
 
 
 def main(registry_file: str, args: Sequence[str]) -> int:
-    try:
-        registry = read_registry(Path(registry_file))
-    except RegistryDamaged as error:
-        sys.stderr.write(f"podman-emu: ignoring its start-helper registry ({error})\n")
-        registry = None
-    own_dir = registry.helper_dir if registry else os.path.dirname(os.path.abspath(sys.argv[0]))
-    next_dirs = registry.next_helper_dirs if registry else []
-    real = find_real_gvproxy(next_dirs, own_dir)
+    context = helper_context(registry_file)
+    registry, next_dirs = context.registry, context.next_dirs
+    real = next_helper("gvproxy", next_dirs, context.own_dir, search_path=False)
     if real is None:
         sys.stderr.write(
             f"podman-emu: no gvproxy in {next_dirs} (the helper dirs podman used before podman-emu's); "
