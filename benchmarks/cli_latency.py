@@ -32,6 +32,7 @@ from testing.podman_home import Sandbox  # noqa: E402
 
 COMMAND_TIMEOUT_S = 60
 TARGETS_MS = {"--help": 120.0, "list (10 machines)": 150.0}
+PODMAN_RATIO_TARGET = 2.0
 
 
 def entry_point() -> list[str]:
@@ -87,6 +88,13 @@ def time_command(argv: list[str], env: dict[str, str], runs: int, label: str = "
     return samples
 
 
+def podman_for_comparison() -> str | None:
+    """The yardstick of issue-9's goal (podman-emu `list` within 2x of podman's own `list`, same
+    home, same run). podman machine refuses root, so it is measured only when run as a user."""
+    podman = shutil.which("podman")
+    return podman if podman and os.geteuid() != 0 else None
+
+
 def python_baseline(runs: int) -> list[float]:
     """`python -c pass`: the floor no CLI can go below on this machine."""
     return time_command([sys.executable, "-c", "pass"], dict(os.environ), runs, "python -c pass")
@@ -111,6 +119,10 @@ def measure(runs: int, with_conversions: bool) -> dict[str, object]:
             if count == 10:
                 label = "list --json (10 machines)"
                 results[label] = time_command([*entry_point(), "list", "--json"], env, runs, label)
+                podman = podman_for_comparison()
+                if podman:
+                    label = "podman machine list (10 machines)"
+                    results[label] = time_command([podman, "machine", "list"], env, runs, label)
     return {
         "host": {
             "python": platform.python_version(),
@@ -149,6 +161,15 @@ def markdown(report: dict[str, object]) -> str:
         f"Growth from 1 to 50 machines: {medians['list (50 machines)'] - medians['list (1 machine)']:.0f} ms "
         f"({(medians['list (50 machines)'] - medians['list (1 machine)']) / 49:.1f} ms per machine)."
     )
+    podman_ms = medians.get("podman machine list (10 machines)")
+    if podman_ms:
+        ratio = medians["list (10 machines)"] / podman_ms
+        verdict = "✓" if ratio <= PODMAN_RATIO_TARGET else "✗"
+        lines.append("")
+        lines.append(
+            f"`podman-emu list` / `podman machine list` (10 machines, same home): {ratio:.2f}× "
+            f"(target ≤ {PODMAN_RATIO_TARGET:.0f}× {verdict})."
+        )
     return "\n".join(lines) + "\n"
 
 
