@@ -131,6 +131,8 @@ class StagingFailed(IoFailed):
     """The files a conversion creates could not be prepared (no space, no permission)."""
 
     code = "staging-failed"
+
+
 class UnsafeDirectory(PodmanEmuError):
     """A directory podman-emu would keep its own files in, but other users can write into."""
 

@@ -34,9 +34,7 @@ def run(
     log.debug("running %s", shlex.join(command))
     started = time.monotonic()
     try:
-        result = subprocess.run(
-            command, input=stdin, capture_output=True, text=True, timeout=timeout, check=False
-        )
+        result = subprocess.run(command, input=stdin, capture_output=True, text=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired:
         log.debug("%s gave no answer within %.0f s; killed", command[0], timeout)
         raise error(

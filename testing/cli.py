@@ -123,9 +123,7 @@ def assert_success(result: CliResult) -> None:
     assert result.exit_code == 0, result.output
 
 
-def run_module(
-    *args: str, env: dict[str, str] | None = None, timeout: float = 120
-) -> subprocess.CompletedProcess[str]:
+def run_module(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """`python -m podman_emu ARGS` in this process's environment (a test's podman_home sets it),
     plus `env`: what a user in that environment runs."""
     full_env = {key: value for key, value in os.environ.items() if key != "PODMAN_EMU_DEBUG"}

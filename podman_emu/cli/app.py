@@ -35,6 +35,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
+
 def _complete_machine(incomplete: str) -> list[str]:
     from podman_emu.podman.machines import machine_names
 

@@ -124,8 +124,8 @@ class _Fat:
         self._disk = disk
         self._base = partition.start
         boot = disk.read(partition.start, 512)
-        (bytes_per_sector, per_cluster, reserved, fats, root_entries, total16, _media, fat16_size) = (
-            struct.unpack_from("<HBHBHHBH", boot, 11)
+        (bytes_per_sector, per_cluster, reserved, fats, root_entries, total16, _media, fat16_size) = struct.unpack_from(
+            "<HBHBHHBH", boot, 11
         )
         total32, fat32_size, root_cluster = struct.unpack_from("<II4xI", boot, 32)
         if (

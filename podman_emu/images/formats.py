@@ -290,4 +290,3 @@ class _ZstdReader:
         if not data and size != 0 and not self._walker.at_frame_boundary():
             raise EOFError("zstd input ended in the middle of a frame")
         return data
-

@@ -15,9 +15,7 @@ def _ignore(_: int) -> None:
 
 
 @contextmanager
-def byte_progress(
-    description: str, total: int | None, *, enabled: bool, completed: int = 0
-) -> Iterator[Advance]:
+def byte_progress(description: str, total: int | None, *, enabled: bool, completed: int = 0) -> Iterator[Advance]:
     """Yield a function that advances the bar by a number of bytes. It may be called from any thread
     (rich's Progress takes its own lock)."""
     if not enabled or not sys.stderr.isatty():

@@ -34,9 +34,7 @@ def virtual_size(path: Path, *, qemu_img: str) -> int:
     disk_format = sniff_disk(path)
     if disk_format.compression is not None:
         raise ImageError(f"{path} is {disk_format.compression}-compressed; it must be decompressed first")
-    output = _run_qemu_img(
-        qemu_img, ["info", "--output=json", "-f", disk_format.container, str(path)], f"read {path}"
-    )
+    output = _run_qemu_img(qemu_img, ["info", "--output=json", "-f", disk_format.container, str(path)], f"read {path}")
     try:
         size = json.loads(output)["virtual-size"]
     except (ValueError, KeyError, TypeError):
@@ -55,6 +53,4 @@ def resize_disk(path: Path, size_gib: int, *, qemu_img: str) -> None:
     disk_format = sniff_disk(path)
     if virtual_size(path, qemu_img=qemu_img) >= size_gib * GIB:
         return
-    _run_qemu_img(
-        qemu_img, ["resize", "-f", disk_format.container, str(path), f"{size_gib}G"], f"resize {path}"
-    )
+    _run_qemu_img(qemu_img, ["resize", "-f", disk_format.container, str(path), f"{size_gib}G"], f"resize {path}")

@@ -93,9 +93,7 @@ def images_dir() -> Path:
 
 
 def _client() -> httpx.Client:
-    return httpx.Client(
-        follow_redirects=True, timeout=_TIMEOUT, headers={"User-Agent": f"podman-emu/{__version__}"}
-    )
+    return httpx.Client(follow_redirects=True, timeout=_TIMEOUT, headers={"User-Agent": f"podman-emu/{__version__}"})
 
 
 # --------------------------------------------------------------------------------------------------

@@ -24,8 +24,7 @@ _USER_MODE = (
     f"`{ARM64_CHECK}` (it prints aarch64)."
 )
 _NATIVE_ARM64 = (
-    "so this is a native arm64 machine: arm64 containers already run natively in it, and there is "
-    "nothing to convert."
+    "so this is a native arm64 machine: arm64 containers already run natively in it, and there is nothing to convert."
 )
 PROVIDER_KEYS = {
     "AppleHypervisor": "applehv",
@@ -94,7 +93,6 @@ def _answer(provider: str | None, arch: str | None) -> tuple[str, str]:
 def refuse_podman5(path: Path, content: Mapping[str, Any]) -> NoReturn:
     what, applies = _answer(provider_of(content), _image_arch(content))
     raise UnsupportedLayout(
-        f'{path}: {what} ("Version": {content.get("Version")}); podman-emu converts podman 3.3–4.9 '
-        "qemu machines only",
+        f'{path}: {what} ("Version": {content.get("Version")}); podman-emu converts podman 3.3–4.9 qemu machines only',
         hint=f"{applies} Nothing was changed.",
     )

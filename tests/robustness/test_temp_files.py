@@ -68,9 +68,7 @@ PLANTS: dict[str, Callable[[Path, Path], None]] = {
     )
 )
 @settings(**SETTINGS)
-def test_planted_temp_names_are_never_followed(
-    warm: Sandbox, aarch64_disk: Path, planted: dict[str, str]
-) -> None:
+def test_planted_temp_names_are_never_followed(warm: Sandbox, aarch64_disk: Path, planted: dict[str, str]) -> None:
     box = Sandbox.create()
     try:
         box.seed_cache(warm)

@@ -156,8 +156,9 @@ def test_podmans_fcntl_lock_is_waited_for_then_refused(tmp_path: Path) -> None:
     holder = hold(lock, "fcntl.lockf(fd, fcntl.LOCK_EX)")
     try:
         started = time.monotonic()
-        with pytest.raises(MachineBusy, match="locked by another process"), fsutil.locked(
-            lock, create=False, what="machine 'm'", wait_s=0.5
+        with (
+            pytest.raises(MachineBusy, match="locked by another process"),
+            fsutil.locked(lock, create=False, what="machine 'm'", wait_s=0.5),
         ):
             pass
         assert 0.5 <= time.monotonic() - started < 10
@@ -173,8 +174,11 @@ def test_a_flock_says_once_that_it_waits_and_raises_the_callers_error(tmp_path: 
     holder = hold(lock, "fcntl.flock(fd, fcntl.LOCK_EX)")
     heard: list[str] = []
     try:
-        with pytest.raises(ImageError, match="the download"), fsutil.flocked(
-            lock, what="the download", wait_s=0.3, create=True, error=ImageError, hint="wait", on_wait=heard.append
+        with (
+            pytest.raises(ImageError, match="the download"),
+            fsutil.flocked(
+                lock, what="the download", wait_s=0.3, create=True, error=ImageError, hint="wait", on_wait=heard.append
+            ),
         ):
             pass
     finally:

@@ -61,9 +61,7 @@ def test_convert_then_revert_is_byte_identical(
     assert not list((podman_home.state_dir / "journals").iterdir())
 
 
-def test_revert_keeps_changes_podman_made_after_the_conversion(
-    podman_home: Sandbox, blank_aarch64_disk: Path
-) -> None:
+def test_revert_keeps_changes_podman_made_after_the_conversion(podman_home: Sandbox, blank_aarch64_disk: Path) -> None:
     config = podman_home.install("podman-4.3-linux-amd64.json", "testvm")
     convert_json(blank_aarch64_disk, "testvm")
     # What `podman machine set --cpus 3 --memory 3000` and `list` do: edit -smp/-m in place, rewrite.
@@ -174,9 +172,7 @@ def test_list_and_inspect_report_emulation_and_state(
     assert report["cmdline"][0] == qemu_aarch64
 
 
-def test_doctor_reports_host_and_leftovers_of_a_removed_machine(
-    podman_home: Sandbox, blank_aarch64_disk: Path
-) -> None:
+def test_doctor_reports_host_and_leftovers_of_a_removed_machine(podman_home: Sandbox, blank_aarch64_disk: Path) -> None:
     config = podman_home.install("podman-4.9-linux-amd64.json", "gone")
     convert_json(blank_aarch64_disk, "gone")
     native_disk = json.loads(podman_home.relocate((FIXTURES / "podman-4.9-linux-amd64.json").read_bytes()))[

@@ -73,9 +73,7 @@ def test_convert_from_a_stream_then_offline_from_the_cache(
     assert "using the cached testing image 41.1" in err
 
 
-def test_a_corrupt_download_never_reaches_the_machine(
-    podman_home: Sandbox, aarch64_image: tuple[bytes, bytes]
-) -> None:
+def test_a_corrupt_download_never_reaches_the_machine(podman_home: Sandbox, aarch64_image: tuple[bytes, bytes]) -> None:
     qcow2, xz = aarch64_image
     config = podman_home.install("podman-4.9-linux-amd64.json", "m")
     before = config.read_bytes()

@@ -172,8 +172,12 @@ def test_the_launcher_hands_over_to_the_real_gvproxy_when_podman_emu_is_gone(
 def test_no_real_gvproxy_is_an_error_naming_where_it_looked(podman_home: Sandbox, real_gvproxy_dir: Path) -> None:
     register(podman_home, "podman-4.3-linux-amd64.json", "emu")
     done = subprocess.run(
-        [sys.executable, "-c", "import sys; from podman_emu.helpers.gvproxy_shim import main;"
-         f"sys.exit(main({str(podman_home.state_dir / 'start-helpers' / 'registry.json')!r}, ['-debug']))"],
+        [
+            sys.executable,
+            "-c",
+            "import sys; from podman_emu.helpers.gvproxy_shim import main;"
+            f"sys.exit(main({str(podman_home.state_dir / 'start-helpers' / 'registry.json')!r}, ['-debug']))",
+        ],
         capture_output=True,
         timeout=30,
         check=False,

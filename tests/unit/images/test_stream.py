@@ -47,8 +47,7 @@ def stream_document(
         "uncompressed-sha256": hashlib.sha256(qcow2).hexdigest(),
     }
     architectures = {
-        arch: {"artifacts": {"qemu": {"release": "40.1", "formats": {"qcow2.xz": {"disk": disk}}}}}
-        for arch in arches
+        arch: {"artifacts": {"qemu": {"release": "40.1", "formats": {"qcow2.xz": {"disk": disk}}}}} for arch in arches
     }
     return json.dumps({"stream": "stable", "metadata": {}, "architectures": architectures}).encode()
 
@@ -92,9 +91,7 @@ def test_download_verify_cache_and_reuse(image: tuple[bytes, bytes], isolated_ca
     assert out.read_bytes() == qcow2 and sniff_disk(out).container == "qcow2"
 
 
-def test_wrong_sha256_deletes_the_partial_and_places_nothing(
-    image: tuple[bytes, bytes], isolated_cache: Path
-) -> None:
+def test_wrong_sha256_deletes_the_partial_and_places_nothing(image: tuple[bytes, bytes], isolated_cache: Path) -> None:
     behaviour = published(image)
     document = json.loads(behaviour.files["/streams/stable.json"])
     document["architectures"]["aarch64"]["artifacts"]["qemu"]["formats"]["qcow2.xz"]["disk"]["sha256"] = "ab" * 32

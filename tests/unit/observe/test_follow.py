@@ -236,9 +236,7 @@ def test_native_and_unknown_machines_have_no_console(podman_home: Sandbox) -> No
 
 
 @needs_qemu
-def test_a_converted_machine_logs_where_its_command_line_says(
-    podman_home: Sandbox, blank_aarch64_disk: Path
-) -> None:
+def test_a_converted_machine_logs_where_its_command_line_says(podman_home: Sandbox, blank_aarch64_disk: Path) -> None:
     podman_home.install("podman-4.9-linux-amd64.json", "emu")
     result = CliRunner().invoke(app, ["convert", "emu", "--image", str(blank_aarch64_disk)])
     assert result.exit_code == 0, result.stderr
