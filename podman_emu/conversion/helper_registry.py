@@ -34,6 +34,12 @@ class QemuRoute:
     firmware_arguments: list[str]  # pflash code + the machine's vars file
     disk_container: str  # qcow2 | raw: the aarch64 disk at ImagePath
 
+    def gvproxy_socket(self, name: str) -> str:
+        """Where podman 5 has gvproxy listen for this machine's qemu (`-listen-qemu`): beside the
+        pid file, `<rt>/podman/NAME-gvproxy.sock` (v5.4.2 vmconfigs/sockets.go:11-17). gvproxy's
+        own -pid-file is one per user in 5.x, so this is what tells its machine."""
+        return os.path.join(os.path.dirname(self.pid_file), f"{name}-gvproxy.sock")
+
 
 @dataclass(frozen=True)
 class RegisteredMachine:
@@ -60,6 +66,14 @@ class Registry:
         machine's `PidFilePath` as gvproxy's -pid-file."""
         for machine in self.machines:
             if _config_value(machine.config_path, "PidFilePath") == pid_file:
+                return machine
+        return None
+
+    def machine_for_gvproxy_socket(self, listen: str) -> RegisteredMachine | None:
+        """The emulated podman 5 machine whose gvproxy podman is starting (`-listen-qemu unix://…`)."""
+        path = listen.removeprefix("unix://")
+        for machine in self.machines:
+            if machine.qemu_route is not None and machine.qemu_route.gvproxy_socket(machine.name) == path:
                 return machine
         return None
 

@@ -43,6 +43,7 @@ class GvproxyCall:
     forwards: dict[str, list[str]] = field(default_factory=dict)
     pid_file: str | None = None
     ssh_port: str | None = None
+    listen_qemu: str | None = None
 
 
 def _split_flag(argument: str) -> tuple[str, str | None]:
@@ -59,7 +60,7 @@ def parse_call(args: Sequence[str]) -> GvproxyCall:
     while index < len(args):
         argument = args[index]
         flag, inline = _split_flag(argument) if argument.startswith("-") else (argument, None)
-        takes_value = flag in (*FORWARD_FLAGS, "-pid-file", "-ssh-port")
+        takes_value = flag in (*FORWARD_FLAGS, "-pid-file", "-ssh-port", "-listen-qemu")
         if takes_value and inline is None and index + 1 < len(args):
             value: str | None = args[index + 1]
             consumed = 2
@@ -73,6 +74,8 @@ def parse_call(args: Sequence[str]) -> GvproxyCall:
                 call.pid_file = value
             elif flag == "-ssh-port":
                 call.ssh_port = value
+            elif flag == "-listen-qemu":
+                call.listen_qemu = value
         index += consumed
     return call
 
@@ -123,9 +126,14 @@ def _prepare_machine(machine: RegisteredMachine) -> None:
 
 
 def _handled_machine(registry: Registry | None, call: GvproxyCall) -> RegisteredMachine | None:
-    if registry is None or call.pid_file is None:
+    if registry is None:
         return None
-    machine = registry.machine_for_pid_file(call.pid_file)
+    # podman 5: gvproxy's pid file is one per user; the qemu socket names the machine, and a
+    # registered qemu route is what makes it emulated (its JSON holds no command line).
+    if call.listen_qemu is not None and (machine := registry.machine_for_gvproxy_socket(call.listen_qemu)):
+        return machine
+    # podman 4.x: the machine's PidFilePath, and its CmdLine runs qemu-system-aarch64.
+    machine = registry.machine_for_pid_file(call.pid_file) if call.pid_file is not None else None
     if machine is None or not _is_emulated(machine.config_path):
         return None
     return machine

@@ -184,3 +184,54 @@ def test_no_real_gvproxy_is_an_error_naming_where_it_looked(podman_home: Sandbox
     )
     assert done.returncode == 127
     assert str(real_gvproxy_dir) in done.stderr.decode()
+
+
+def podman_542_args(runtime: Path, name: str, identity: str) -> list[str]:
+    """gvproxy's command line as the real podman 5.4.2 ran it (ps of a `podman machine start`):
+    one -pid-file for every machine of the user; the qemu socket names the machine."""
+    run = runtime / "podman"
+    return [
+        "-mtu", "1500", "-ssh-port", "44071", "-listen-qemu", f"unix://{run}/{name}-gvproxy.sock",
+        "-forward-sock", f"{run}/{name}-api.sock", "-forward-dest", "/run/user/1000/podman/podman.sock",
+        "-forward-user", "core", "-forward-identity", identity,
+        "-pid-file", f"{run}/gvproxy.pid", "-log-file", f"{run}/gvproxy.log",
+    ]  # fmt: skip
+
+
+def test_a_podman5_machine_with_a_qemu_route_is_told_by_its_qemu_socket(
+    podman_home: Sandbox, real_gvproxy_dir: Path
+) -> None:
+    from podman_emu.conversion.helper_registry import QemuRoute
+
+    out = podman_home.root / "record"
+    install_recorder(real_gvproxy_dir, out, linger=120)
+    config = podman_home.home / ".config/containers/podman/machine/qemu/t1.json"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text("{}")
+    run = podman_home.runtime_dir / "podman"
+    route = QemuRoute(str(run / "t1_vm.pid"), "/usr/bin/qemu-system-aarch64", "tcg", "max", "virt", [], "qcow2")
+    machine = RegisteredMachine("t1", str(config), str(podman_home.state_dir / "consoles" / "t1.log"), route)
+    start_helpers.with_machine(machine, dry_run=False)
+
+    native = podman_542_args(podman_home.runtime_dir, "t2", str(podman_home.home / "machine"))
+    process = launch(native)
+    assert read_record(out) == (process.pid, native)  # another machine: untouched
+    process.kill()
+    process.wait()
+    out.unlink()
+
+    args = podman_542_args(podman_home.runtime_dir, "t1", str(podman_home.home / "machine"))
+    process = launch(args)
+    try:
+        pid, seen = read_record(out)
+        assert pid == process.pid
+        assert seen == args[:6] + args[-4:]  # the forward groups go to the forwarder
+        state_file = forward_state_path(config)
+        deadline = time.monotonic() + 10
+        while not state_file.exists():
+            assert time.monotonic() < deadline, "no forwarder started"
+            time.sleep(0.1)
+        assert json.loads(state_file.read_text())["socks"] == [str(run / "t1-api.sock")]
+    finally:
+        process.kill()
+        process.wait()
