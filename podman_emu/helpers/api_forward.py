@@ -35,8 +35,13 @@ class ForwardRequest:
     ssh_port: int
 
 
-def _save(path: Path, state: ForwardState) -> None:
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+def _save(path: Path, state: ForwardState, *, create: bool = False) -> None:
+    """Only the first save creates the record. A revert (or cleanup) right after `machine stop`
+    removes it while a probe may still be under way; a later update must not bring it back."""
+    if create:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    elif not path.exists():
+        return
     atomic_write(path, json.dumps(asdict(state)).encode(), mode=0o600)
 
 
@@ -151,7 +156,7 @@ def run(requests: Sequence[ForwardRequest], gvproxy_pid: int, state_file: Path) 
 
     state = ForwardState("waiting-for-sshd", gvproxy_pid, [request.sock for request in requests])
     state.note("waiting for the guest's sshd to accept the machine's key")
-    _save(state_file, state)
+    _save(state_file, state, create=True)
     tunnel: subprocess.Popen[bytes] | None = None
     try:
         while gvproxy_alive():
@@ -187,9 +192,7 @@ def run(requests: Sequence[ForwardRequest], gvproxy_pid: int, state_file: Path) 
                 os.unlink(request.sock)
         if state.phase != "stopped":
             state.phase = "failed"
-        # A revert right after `machine stop` removes the record; it must not come back.
-        if state_file.exists():
-            _save(state_file, state)
+        _save(state_file, state)
     return 0
 
 
