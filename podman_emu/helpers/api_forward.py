@@ -37,12 +37,26 @@ class ForwardRequest:
 
 def _save(path: Path, state: ForwardState, *, create: bool = False) -> None:
     """Only the first save creates the record. A revert (or cleanup) right after `machine stop`
-    removes it while a probe may still be under way; a later update must not bring it back."""
+    removes it while a probe may still be under way, and no later update may bring it back: an
+    update rewrites the existing file through its own descriptor (opened without O_CREAT), so a
+    removal at any moment wins — a temp-and-rename would recreate the name. Readers that catch
+    the few bytes in between see an unparsable record, which they treat as none."""
+    data = json.dumps(asdict(state)).encode()
     if create:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    elif not path.exists():
+        atomic_write(path, data, mode=0o600)
         return
-    atomic_write(path, json.dumps(asdict(state)).encode(), mode=0o600)
+    try:
+        fd = os.open(path, os.O_WRONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:
+        return  # removed: the machine was reverted or cleaned up
+    try:
+        os.pwrite(fd, data, 0)
+        os.ftruncate(fd, len(data))
+    except OSError:
+        pass  # a record is a courtesy to `status`; the forward itself goes on
+    finally:
+        os.close(fd)
 
 
 def _start_ticks(pid: int) -> str | None:
