@@ -96,14 +96,7 @@ def run_with_timeout(
         proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         timed_out = True
-        for sig, grace in ((signal.SIGTERM, 5), (signal.SIGKILL, 10)):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, sig)
-            try:
-                proc.wait(timeout=grace)
-                break
-            except subprocess.TimeoutExpired:
-                continue
+        stop_process_group(proc)
     # A child left in the background (qemu after `podman machine start`) may hold the pipes open.
     for thread in pumps:
         thread.join(timeout=2)
@@ -169,6 +162,33 @@ def kill_pid(pid: int, *, uid: int, grace: float = 3.0) -> bool:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     return True
+
+
+def stop_process_group(proc: subprocess.Popen[Any]) -> None:
+    """End a Popen started with start_new_session=True: SIGTERM, then SIGKILL, its group."""
+    for sig, grace in ((signal.SIGTERM, 5), (signal.SIGKILL, 10)):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        try:
+            proc.wait(timeout=grace)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def kill_leftovers(own_pids: Callable[[], list[int]], uid: int, *, argv_chars: int = 200) -> list[str]:
+    """End every process a throwaway user still runs (podman's pause process, ssh, virtiofsd, a
+    stray stand-in), by pid and only while it is still `uid`'s, in up to three rounds: killing
+    one may start another (podman reaps and re-execs). What was killed, for the logs."""
+    notes: list[str] = []
+    for _ in range(3):
+        left = [pid for pid in own_pids() if pid_alive(pid)]
+        if not left:
+            break
+        for pid in left:
+            notes.append(f"killed leftover pid {pid}: {' '.join(proc_argv(pid))[:argv_chars]}")
+            kill_pid(pid, uid=uid, grace=1.0)
+    return notes
 
 
 def read_pid_file(path: str | Path) -> int | None:
@@ -334,13 +354,7 @@ def _teardown_user(throwaway: ThrowawayUser, user: PodmanUser | None, emu_src: P
                     notes.append(f"killed {config.stem}: {', '.join(killed)}")
         # Anything else the user still runs was started by this suite (podman, ssh, a stray
         # stand-in from a failed start): end it by pid so userdel can proceed.
-        for _ in range(3):
-            leftovers = [pid for pid in user.own_pids() if pid_alive(pid)]
-            if not leftovers:
-                break
-            for pid in leftovers:
-                notes.append(f"killed leftover pid {pid}: {' '.join(proc_argv(pid))[:200]}")
-                kill_pid(pid, uid=user.uid, grace=1.0)
+        notes += kill_leftovers(user.own_pids, user.uid)
         # Keep the user's logs for a failed run's diagnosis.
         for src in [user.runtime_dir / "gvproxy-standin.log", *user.state_dir.glob("consoles/*.log")]:
             with contextlib.suppress(OSError):

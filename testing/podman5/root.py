@@ -18,7 +18,6 @@ import json
 import os
 import pwd
 import shutil
-import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -29,7 +28,16 @@ from typing import Any
 import tomlkit
 
 from testing.fixtures import REPO
-from testing.podman_user import Result, kill_pid, pid_alive, proc_argv, proc_uid, read_pid_file, run_with_timeout
+from testing.podman_user import (
+    Result,
+    kill_leftovers,
+    kill_pid,
+    pid_alive,
+    proc_argv,
+    proc_uid,
+    read_pid_file,
+    run_with_timeout,
+)
 
 from . import packages
 
@@ -367,7 +375,7 @@ class RootSession:
 
     def spawn(self, argv: Sequence[str], *, output: Path) -> subprocess.Popen[bytes]:
         """argv as the user, in the background (its own session), stdout+stderr to `output`
-        on the host. End it with stop_process_group()."""
+        on the host. End it with testing.podman_user.stop_process_group()."""
         with output.open("wb") as fh:
             return subprocess.Popen(
                 self.wrapped(argv),
@@ -440,14 +448,7 @@ class RootSession:
         for name, pid in self.machine_pids().items():
             if kill_pid(pid, uid=self.uid):
                 notes.append(f"killed {name} pid {pid}")
-        for _ in range(3):
-            left = [pid for pid in self.own_pids() if pid_alive(pid)]
-            if not left:
-                break
-            for pid in left:
-                notes.append(f"killed leftover {pid}: {' '.join(proc_argv(pid))[:160]}")
-                kill_pid(pid, uid=self.uid, grace=1.0)
-        return notes
+        return notes + kill_leftovers(self.own_pids, self.uid, argv_chars=160)
 
 
 def _free_uid(tree: Path) -> int:
@@ -561,15 +562,3 @@ def enter(
 
 def _has_user(tree: Path, name: str) -> bool:
     return any(line.startswith(f"{name}:") for line in (tree / "etc/passwd").read_text().splitlines())
-
-
-def stop_process_group(proc: subprocess.Popen[Any]) -> None:
-    """End a Popen started with start_new_session=True: SIGTERM, then SIGKILL, its group."""
-    for sig, grace in ((signal.SIGTERM, 5), (signal.SIGKILL, 10)):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, sig)
-        try:
-            proc.wait(timeout=grace)
-            return
-        except subprocess.TimeoutExpired:
-            continue

@@ -275,7 +275,7 @@ def test_03_a_native_machine_reaches_the_real_qemu_unchanged(scenario: Scenario)
     error; with KVM it would wait for a guest that cannot boot (a blank disk). Either way the
     start is ended here: podman leaves gvproxy and virtiofsd running after a failed start, and
     strace -f would wait for them."""
-    from testing.podman5.root import stop_process_group
+    from testing.podman_user import stop_process_group
 
     session = scenario.session
 
