@@ -99,7 +99,7 @@ def _apply_conversion_locked(
             original_b64=base64.b64encode(machine.document.data).decode("ascii"),
             original_sha256=machine.document.sha256,
             converted_sha256=sha256_bytes(new_bytes),
-            native_cmdline=list(plan.before["CmdLine"]),
+            native_cmdline=list(plan.before.get("CmdLine", [])),
             native_image_path=image_path(plan.before),
             created=[CreatedFile(s.action.role, s.action.destination, s.action.detail, s.sha256) for s in staged],
             options=dict(options),

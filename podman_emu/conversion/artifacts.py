@@ -26,7 +26,15 @@ MachineKind = Literal["native", "native-arm64", "emulated"]
 def machine_kind(content: Mapping[str, Any]) -> MachineKind:
     """What a (validated) config's argv does. The binary's name alone is not enough: podman on an
     Apple-silicon Mac writes qemu-system-aarch64 too, with `-accel hvf -accel tcg`, where TCG is
-    only the fallback of a native machine."""
+    only the fallback of a native machine.
+
+    A podman 5 config stores no argv: what runs is decided at each start by podman-emu's qemu
+    wrapper, for the machine whose disk a conversion replaced (ImagePath = NAME_aarch64.*, the
+    one key a 5.x conversion writes); an arm64 host's 5.x machine never gets here (refused)."""
+    if "CmdLine" not in content:
+        disk = os.path.basename(str(content["ImagePath"]["Path"]))
+        name = str(content["Name"])
+        return "emulated" if disk in (kept_disk_name(name, "qcow2"), kept_disk_name(name, "raw")) else "native"
     argv = [str(element) for element in content["CmdLine"]]
     if not os.path.basename(argv[0]).startswith("qemu-system-aarch64"):
         return "native"

@@ -247,7 +247,7 @@ def _stage_and_apply(
         private_dir(paths.state_dir())
     except OSError as exc:
         raise IoFailed.of(exc, "create podman-emu's state dir") from None
-    with_machine(_registration(machine), dry_run=True)  # a foreign drop-in refuses before the copy
+    with_machine(_registration(machine, plan), dry_run=True)  # a foreign drop-in refuses before the copy
     staged = stage_files(plan, disk)
     if inspected.format.compression is not None:
         disk_arch = next(item.arch for item in staged if item.action.role == "disk")
@@ -257,7 +257,7 @@ def _stage_and_apply(
     # The launcher goes in before the config names qemu-system-aarch64, so no start of the
     # converted machine can miss it; it hands any machine not yet emulated to the real gvproxy.
     try:
-        outcome.host = with_machine(_registration(machine), dry_run=False)
+        outcome.host = with_machine(_registration(machine, plan), dry_run=False)
     except BaseException:
         discard_staged(staged)
         raise
@@ -271,8 +271,10 @@ def _stage_and_apply(
     return outcome
 
 
-def _registration(machine: LoadedMachine) -> RegisteredMachine:
-    return RegisteredMachine(machine.name, str(machine.config_path), str(console_log_path(machine.config_path)))
+def _registration(machine: LoadedMachine, plan: Plan) -> RegisteredMachine:
+    return RegisteredMachine(
+        machine.name, str(machine.config_path), str(console_log_path(machine.config_path)), plan.qemu_route
+    )
 
 
 def _apply(
@@ -328,7 +330,7 @@ def convert_machine(request: ConvertRequest, warn: Callable[[str], None]) -> Con
     plan = plan_conversion(machine.document.content, inputs)
     outcome = ConvertOutcome(plan, machine, host.profile, host.firmware, inspected.format, inspected.arch, warnings)
     if request.dry_run:
-        outcome.host = with_machine(_registration(machine), dry_run=True)
+        outcome.host = with_machine(_registration(machine, plan), dry_run=True)
         for message in outcome.host.warnings:
             keep(message)
         return outcome

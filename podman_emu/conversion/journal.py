@@ -137,7 +137,7 @@ def _original(data: dict[str, Any], cmdline: list[str], image: str) -> str:
         matches = (
             # Not Name: podman names a machine by its file, and a file's Name may differ.
             isinstance(content, dict)
-            and content.get("CmdLine") == cmdline
+            and content.get("CmdLine", []) == cmdline
             and path_value(content.get("ImagePath")) == image
         )
     except (ValueError, TypeError, KeyError):
@@ -160,7 +160,9 @@ def _journal(data: object) -> Journal:
     if status not in STATUSES:
         raise _Damaged(f"unknown status {status!r}")
     cmdline = data.get("native_cmdline")
-    if not isinstance(cmdline, list) or not cmdline or not all(isinstance(item, str) for item in cmdline):
+    # Empty for a podman 5 machine, whose config stores no command line (checked against the
+    # original below: a 4.x original always has one).
+    if not isinstance(cmdline, list) or not all(isinstance(item, str) for item in cmdline):
         raise _Damaged("native_cmdline is not a list of strings")
     image = _absolute(_text(data, "native_image_path"), "native_image_path")
     created = data.get("created")

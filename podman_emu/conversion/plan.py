@@ -15,11 +15,13 @@ from typing import Any, Literal
 import jsonpatch
 
 from podman_emu.conversion.artifacts import is_emulated, kept_disk_name, refuse_native_arm64
-from podman_emu.conversion.rewrite import DiskContainer, rewrite_argv
+from podman_emu.conversion.helper_registry import QemuRoute
+from podman_emu.conversion.rewrite import DiskContainer, rewrite_argv, rewrite_routed_argv
 from podman_emu.errors import ConfigInvalid, ConversionStateError
 from podman_emu.host.capabilities import Firmware
 from podman_emu.host.cpu_profile import TcgProfile
 from podman_emu.podman.layout import image_path, with_image_path
+from podman_emu.podman.podman5 import podman5_argv
 from podman_emu.qemu.argv import first_value, machine_options
 
 JsonObject = dict[str, Any]
@@ -83,6 +85,10 @@ class Plan:
     files: list[FileAction] = field(default_factory=list)
     removals: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # podman 5: the config stores no argv. What podman builds (before) and what podman-emu's qemu
+    # wrapper runs instead (after), and the route that makes the wrapper do it.
+    built_argvs: tuple[list[str], list[str]] | None = None
+    qemu_route: QemuRoute | None = None
 
     @property
     def patch(self) -> list[JsonObject]:
@@ -102,11 +108,11 @@ class Plan:
 
     @property
     def argv_before(self) -> list[str]:
-        return list(self.before["CmdLine"])
+        return list(self.built_argvs[0] if self.built_argvs else self.before["CmdLine"])
 
     @property
     def argv_after(self) -> list[str]:
-        return list(self.after["CmdLine"])
+        return list(self.built_argvs[1] if self.built_argvs else self.after["CmdLine"])
 
 
 def aarch64_file_paths(
@@ -136,7 +142,78 @@ def aarch64_file_paths(
     )
 
 
+def _conversion_notes(inputs: PlanInputs, argv: Sequence[str], name: str, rewrite_notes: Sequence[str]) -> list[str]:
+    notes = [f"cpu {inputs.profile.cpu}: {inputs.profile.reason}", *rewrite_notes]
+    advice = vcpu_advice(argv, inputs.host_cpus, name)
+    if advice is not None:
+        notes.append(advice)
+    if inputs.firmware.bios:
+        notes.append(
+            f"firmware {inputs.firmware.code} is not 64 MiB: loaded with -bios, UEFI variables will not persist"
+        )
+    return notes
+
+
+def _created_files(inputs: PlanInputs, vars_path: str, disk_path: str) -> list[FileAction]:
+    files = [FileAction("disk", disk_path, inputs.disk_source, f"copy of {inputs.disk_source}")]
+    if not inputs.firmware.bios:
+        template = inputs.firmware.vars_template
+        files.insert(
+            0,
+            FileAction("vars", vars_path, template, f"copy of {template}" if template else "blank 64 MiB vars file"),
+        )
+    files.append(FileAction("console", inputs.console_log, None, "serial console log, written by qemu"))
+    return files
+
+
+def _refuse_own_disk(content: JsonObject, inputs: PlanInputs) -> None:
+    if os.path.abspath(inputs.disk_source) == os.path.abspath(image_path(content)):
+        raise ConversionStateError(
+            "--image is the machine's own native disk",
+            hint="Give an aarch64 disk image (e.g. fedora-coreos-…-qemu.aarch64.qcow2.xz).",
+        )
+
+
+def _plan_podman5(content: JsonObject, inputs: PlanInputs) -> Plan:
+    """A podman 5 machine: the config gets only the aarch64 disk at ImagePath; the rest of the
+    aarch64 argv is the route the qemu wrapper applies at every start."""
+    name = str(content["Name"])
+    if is_emulated(content):
+        raise ConversionStateError(
+            f"machine {name!r} already boots an aarch64 disk ({image_path(content)})",
+            hint="It is already emulated. To change its options, `podman-emu revert` it first, then convert again.",
+        )
+    vars_path, disk_path = aarch64_file_paths(content, inputs.disk_container, inputs.files_dir)
+    _refuse_own_disk(content, inputs)
+    after = with_image_path(content, disk_path)
+    route = QemuRoute(
+        pid_file=str(content["QEMUHypervisor"]["QEMUPidPath"]["Path"]),
+        qemu_binary=inputs.qemu_binary,
+        accel=inputs.profile.accel,
+        cpu=inputs.profile.cpu,
+        machine=inputs.profile.machine,
+        firmware_arguments=inputs.firmware.arguments(vars_path),
+        disk_container=inputs.disk_container,
+    )
+    native = podman5_argv(content)
+    emulated = rewrite_routed_argv(podman5_argv(after), route, inputs.console_log)
+    notes = _conversion_notes(
+        inputs,
+        native,
+        name,
+        ["podman 5 stores no qemu command: podman-emu's qemu-system-x86_64 wrapper runs this machine as shown"],
+    )
+    plan = Plan(
+        "convert", name, copy.deepcopy(content), after, _created_files(inputs, vars_path, disk_path), notes=notes
+    )
+    plan.built_argvs = (native, emulated)
+    plan.qemu_route = route
+    return plan
+
+
 def plan_conversion(content: JsonObject, inputs: PlanInputs) -> Plan:
+    if "CmdLine" not in content:
+        return _plan_podman5(content, inputs)
     argv = list(content["CmdLine"])
     machine_options(argv)
     refuse_native_arm64(content)
@@ -146,11 +223,7 @@ def plan_conversion(content: JsonObject, inputs: PlanInputs) -> Plan:
             hint="It is already emulated. To change its options, `podman-emu revert` it first, then convert again.",
         )
     vars_path, disk_path = aarch64_file_paths(content, inputs.disk_container, inputs.files_dir)
-    if os.path.abspath(inputs.disk_source) == os.path.abspath(image_path(content)):
-        raise ConversionStateError(
-            "--image is the machine's own native disk",
-            hint="Give an aarch64 disk image (e.g. fedora-coreos-…-qemu.aarch64.qcow2.xz).",
-        )
+    _refuse_own_disk(content, inputs)
     rewritten = rewrite_argv(
         argv,
         qemu_binary=inputs.qemu_binary,
@@ -162,23 +235,8 @@ def plan_conversion(content: JsonObject, inputs: PlanInputs) -> Plan:
     )
     after = with_image_path(content, disk_path)
     after["CmdLine"] = rewritten.argv
-    notes = list(rewritten.notes)
-    files = [FileAction("disk", disk_path, inputs.disk_source, f"copy of {inputs.disk_source}")]
-    if not inputs.firmware.bios:
-        template = inputs.firmware.vars_template
-        files.insert(
-            0,
-            FileAction("vars", vars_path, template, f"copy of {template}" if template else "blank 64 MiB vars file"),
-        )
-    files.append(FileAction("console", inputs.console_log, None, "serial console log, written by qemu"))
-    notes.insert(0, f"cpu {inputs.profile.cpu}: {inputs.profile.reason}")
-    advice = vcpu_advice(argv, inputs.host_cpus, str(content["Name"]))
-    if advice is not None:
-        notes.append(advice)
-    if inputs.firmware.bios:
-        notes.append(
-            f"firmware {inputs.firmware.code} is not 64 MiB: loaded with -bios, UEFI variables will not persist"
-        )
+    notes = _conversion_notes(inputs, argv, str(content["Name"]), rewritten.notes)
+    files = _created_files(inputs, vars_path, disk_path)
     return Plan("convert", str(content["Name"]), copy.deepcopy(content), after, files, notes=notes)
 
 
@@ -207,7 +265,17 @@ def _carry_over(native_argv: list[str], current_argv: list[str]) -> list[str]:
     return result
 
 
-def plan_revert(content: JsonObject, native: NativeConfig, created: Sequence[str]) -> Plan:
+def plan_revert(
+    content: JsonObject, native: NativeConfig, created: Sequence[str], routed_argv: Sequence[str] | None = None
+) -> Plan:
+    """`routed_argv`: for a podman 5 machine, what the qemu wrapper runs it with now."""
+    if "CmdLine" not in content:
+        # Only the disk goes back: whatever podman wrote since (LastUp, Starting, the SSH port,
+        # `set --cpus`) stays, and the qemu wrapper stops taking the machine once unregistered.
+        after = with_image_path(content, native.image_path)
+        plan = Plan("revert", str(content["Name"]), copy.deepcopy(content), after, removals=list(created))
+        plan.built_argvs = (list(routed_argv or podman5_argv(content)), podman5_argv(after))
+        return plan
     current_argv = list(content["CmdLine"])
     machine_options(current_argv)
     after = with_image_path(content, native.image_path)

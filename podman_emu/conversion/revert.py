@@ -9,7 +9,7 @@ from typing import Any
 from podman_emu.conversion.apply import apply_revert, effective_journal, machine_journal, repair_interrupted
 from podman_emu.conversion.artifacts import is_emulated, refuse_native_arm64
 from podman_emu.conversion.plan import NativeConfig, Plan, plan_revert
-from podman_emu.conversion.start_helpers import HostPlan, without_machine
+from podman_emu.conversion.start_helpers import HostPlan, routed_argv, without_machine
 from podman_emu.errors import ConversionStateError
 from podman_emu.podman.machines import LoadedMachine, load_machine
 from podman_emu.podman.running import refuse_if_busy
@@ -59,6 +59,7 @@ def revert_machine(name: str, *, delete_disk: bool, dry_run: bool) -> RevertOutc
         machine.document.content,
         NativeConfig(journal.native_cmdline, journal.native_image_path),
         created,
+        routed_argv(machine.config_path, machine.document.content),
     )
     kept = [item.path for item in journal.created if item.role == "disk" and not delete_disk]
     outcome = RevertOutcome(

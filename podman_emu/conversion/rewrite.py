@@ -11,9 +11,17 @@ from dataclasses import dataclass
 from typing import Literal
 
 from podman_emu.conversion.artifacts import CONSOLE_CHARDEV_ID
+from podman_emu.conversion.helper_registry import QemuRoute
 from podman_emu.errors import ConfigInvalid
 from podman_emu.host.cpu_profile import TcgProfile
-from podman_emu.qemu.argv import canonical_name, escape_value, machine_options, replace_suboption, suboption
+from podman_emu.qemu.argv import (
+    canonical_name,
+    escape_value,
+    iter_options,
+    machine_options,
+    replace_suboption,
+    suboption,
+)
 
 DiskContainer = Literal["qcow2", "raw"]
 
@@ -141,3 +149,32 @@ def rewrite_argv(
     )
     position = insert_at if insert_at is not None else fallback_insert if fallback_insert is not None else len(out)
     return Rewritten(out[:position] + arch_block + out[position:], notes)
+
+
+def podman_disk(argv: Sequence[str]) -> str | None:
+    """The boot disk in a podman 5 argv (`-drive if=virtio,file=<ImagePath>`, the path last and
+    unescaped, as podman writes it)."""
+    for option in iter_options(argv):
+        value = option.value or ""
+        if canonical_name(option.name) == "-drive" and suboption(value, "if") == "virtio":
+            return (
+                value[len(PODMAN_DRIVE_PREFIX) :] if value.startswith(PODMAN_DRIVE_PREFIX) else suboption(value, "file")
+            )
+    return None
+
+
+def rewrite_routed_argv(argv: Sequence[str], route: QemuRoute, console_log: str) -> list[str]:
+    """The aarch64 argv for a podman 5 start: what the qemu wrapper execs and what `convert` and
+    the read commands show, from the argv podman builds and the route chosen at convert."""
+    disk = podman_disk(argv)
+    if disk is None:
+        raise ConfigInvalid("podman's qemu command has no `-drive if=virtio,file=…` for the machine's disk")
+    return rewrite_argv(
+        argv,
+        qemu_binary=route.qemu_binary,
+        profile=TcgProfile(route.cpu, route.accel, route.machine, "chosen at convert"),
+        firmware_arguments=route.firmware_arguments,
+        console_log=console_log,
+        disk_path=disk,
+        disk_container="raw" if route.disk_container == "raw" else "qcow2",
+    ).argv

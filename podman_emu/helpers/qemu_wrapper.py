@@ -20,14 +20,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from podman_emu.conversion.helper_registry import QemuRoute, RegisteredMachine
-from podman_emu.conversion.rewrite import PODMAN_DRIVE_PREFIX, rewrite_argv
+from podman_emu.conversion.rewrite import rewrite_routed_argv
 from podman_emu.errors import PodmanEmuError
 from podman_emu.helpers.lookup import helper_context, next_helper
-from podman_emu.host.cpu_profile import TcgProfile
-from podman_emu.qemu.argv import ArgvSyntaxError, canonical_name, iter_options, suboption
-
-NATIVE_QEMU = "qemu-system-x86_64"
+from podman_emu.podman.podman5 import NATIVE_QEMU
+from podman_emu.qemu.argv import ArgvSyntaxError, canonical_name, iter_options
 
 
 def _value_of(args: Sequence[str], name: str) -> str | None:
@@ -37,33 +34,6 @@ def _value_of(args: Sequence[str], name: str) -> str | None:
         )
     except ArgvSyntaxError:
         return None
-
-
-def podman_disk(args: Sequence[str]) -> str | None:
-    """The boot disk podman 5 passes (`-drive if=virtio,file=<ImagePath>`, the path last and
-    unescaped, as podman writes it)."""
-    for option in iter_options(["qemu", *args]):
-        value = option.value or ""
-        if canonical_name(option.name) == "-drive" and suboption(value, "if") == "virtio":
-            return (
-                value[len(PODMAN_DRIVE_PREFIX) :] if value.startswith(PODMAN_DRIVE_PREFIX) else suboption(value, "file")
-            )
-    return None
-
-
-def emulated_argv(args: Sequence[str], machine: RegisteredMachine, route: QemuRoute) -> list[str]:
-    disk = podman_disk(args)
-    if disk is None:
-        raise PodmanEmuError(f"podman's qemu command for {machine.name!r} has no `-drive if=virtio,file=…`")
-    return rewrite_argv(
-        [NATIVE_QEMU, *args],
-        qemu_binary=route.qemu_binary,
-        profile=TcgProfile(route.cpu, route.accel, route.machine, "chosen at convert"),
-        firmware_arguments=route.firmware_arguments,
-        console_log=machine.console_log,
-        disk_path=disk,
-        disk_container="raw" if route.disk_container == "raw" else "qcow2",
-    ).argv
 
 
 def main(registry_file: str, args: Sequence[str]) -> int:
@@ -84,7 +54,7 @@ def main(registry_file: str, args: Sequence[str]) -> int:
         os.execv(real, [real, *args])
     machine, route = found
     try:
-        argv = emulated_argv(args, machine, route)
+        argv = rewrite_routed_argv([NATIVE_QEMU, *args], route, machine.console_log)
         # qemu creates its console log but not the log's directory (a cleaned state dir).
         Path(machine.console_log).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.execv(route.qemu_binary, argv)

@@ -27,6 +27,7 @@ from podman_emu.conversion.artifacts import (
     native_arm64_explanation,
     rotated_path,
 )
+from podman_emu.conversion.start_helpers import machine_argv
 from podman_emu.errors import NoConsoleLog
 from podman_emu.observe.console_log import console_log_to_read, open_log, root_refuses_reading, rotate_if_large
 from podman_emu.observe.sanitize import Sanitizer
@@ -50,7 +51,7 @@ def machine_console(name: str) -> MachineConsole:
     """Where machine `name` logs its console; an error that says why when it does not."""
     machine = load_machine(name)
     emulated = is_emulated(machine.document.content)
-    configured = configured_console_log(machine.config.CmdLine)
+    configured = configured_console_log(machine_argv(machine))
     own = console_log_path(machine.config_path)
     if configured:
         readable = console_log_to_read(configured, own)

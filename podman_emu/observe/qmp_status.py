@@ -25,6 +25,7 @@ from qemu.qmp import ExecuteError, QMPClient
 from podman_emu.conversion import journal as journals
 from podman_emu.conversion.artifacts import configured_console_log, console_log_path, machine_kind
 from podman_emu.conversion.journal import emulation_status
+from podman_emu.conversion.start_helpers import machine_argv
 from podman_emu.observe.boot_stage import BootProgress, last_boot
 from podman_emu.observe.console_log import (
     console_log_fix,
@@ -335,7 +336,7 @@ def _machine_console_report(configured: str | None, own: Path, *, converted: boo
 
 def machine_status(name: str) -> StatusReport:
     machine = load_machine(name)
-    argv = list(machine.config.CmdLine)
+    argv = machine_argv(machine)
     journal = journals.load_journal(machine.config_path)
     check = run_state(machine.config)
     own = console_log_path(machine.config_path)
@@ -351,7 +352,7 @@ def machine_status(name: str) -> StatusReport:
             journal, current_sha256=machine.document.sha256, kind=machine_kind(machine.document.content)
         ),
         run=check,
-        configured=ConfiguredQemu.of(machine.config),
+        configured=ConfiguredQemu.of(machine.config, argv),
         qmp_socket=socket_path(machine.config.qmp_socket),
         qemu=qemu,
         pid=pid,

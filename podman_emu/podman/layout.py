@@ -11,12 +11,13 @@ from pathlib import Path
 from typing import Any
 
 from podman_emu.errors import ConfigInvalid
-from podman_emu.podman.podman5 import refuse_podman5
+from podman_emu.podman.podman5 import is_convertible_podman5, refuse_podman5
 
 
 class Layout(enum.Enum):
     V1 = "v1"  # podman 3.3 / 3.4 / 4.0
     V2 = "v2"  # podman 4.1 – 4.9
+    V5 = "v5"  # podman 5.x, qemu provider (Linux): one MachineConfig, no command line
 
 
 # Every key of podman's MachineVMV1 and MachineVM structs, as podman spells them. The schema's
@@ -29,10 +30,23 @@ PODMAN_KEYS = frozenset(
         "Starting", "Created", "LastUp",
     }
 )  # fmt: skip
+# The top-level keys of podman 5's MachineConfig for a qemu machine (v5.8.2 vmconfigs/config.go).
+PODMAN5_KEYS = frozenset(
+    {
+        "Created", "GvProxy", "HostUser", "LastUp", "Mounts", "Name", "Resources", "SSH", "Version",
+        "Swap", "ImagePath", "QEMUHypervisor", "Starting", "Rosetta", "Ansible",
+    }
+)  # fmt: skip
 
 
 def guess_podman_version(content: Mapping[str, Any], layout: Layout) -> str:
     """The oldest podman release line that writes exactly these keys (files carry no version)."""
+    if layout is Layout.V5:
+        if "Swap" in content:
+            return "5.6+"
+        mounts = content.get("Mounts") or []
+        # virtiofs replaced 9p in 5.2.0 (commit bf541c6740).
+        return "5.2+" if any(isinstance(m, dict) and m.get("Type") == "virtiofs" for m in mounts) else "5.x"
     if layout is Layout.V1:
         if "Mounts" in content or "Rootful" in content:
             return "4.0"
@@ -58,11 +72,11 @@ def go_fold(key: str) -> str:
     return key.translate(_GO_FOLDS_TO_ASCII).lower()
 
 
-def refuse_case_variants(path: Path, content: Mapping[str, Any]) -> None:
+def refuse_case_variants(path: Path, content: Mapping[str, Any], keys: frozenset[str] = PODMAN_KEYS) -> None:
     # Go matches keys case-insensitively, so podman reads "cmdline" (or "ſtarting") as CmdLine
     # (Starting); podman-emu edits and reads keys by name and would miss it, so it asks for
     # podman's own spelling instead of guessing.
-    canonical = {go_fold(key): key for key in PODMAN_KEYS}
+    canonical = {go_fold(key): key for key in keys}
     for key in content:
         proper = canonical.get(go_fold(key))
         if proper is not None and proper != key:
@@ -78,7 +92,9 @@ def refuse_case_variants(path: Path, content: Mapping[str, Any]) -> None:
 def detect_layout(path: Path, content: Mapping[str, Any]) -> Layout:
     version = content.get("Version")
     if isinstance(version, int) and not isinstance(version, bool) and version >= 1:
-        refuse_podman5(path, content)
+        if not is_convertible_podman5(content):
+            refuse_podman5(path, content)
+        return Layout.V5
     # ConfigPath exists only in the 4.1+ layout, so it decides even when ImagePath has a wrong type.
     image_path = content.get("ImagePath")
     if "ConfigPath" in content or isinstance(image_path, dict):

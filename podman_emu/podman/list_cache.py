@@ -26,6 +26,7 @@ VALIDATING_MODULES = (
     "podman/document.py",
     "qemu/argv.py",
     "errors.py",
+    "paths.py",
 )
 CACHE_ENTRIES = 512
 

@@ -15,6 +15,7 @@ from podman_emu import paths
 from podman_emu.errors import ConfigInvalid, MachineNotFound, PodmanEmuError, UsageError
 from podman_emu.podman.document import RawDocument, parse_document
 from podman_emu.podman.layout import Layout, guess_podman_version, image_path, path_value
+from podman_emu.podman.podman5 import podman5_argv
 from podman_emu.qemu.argv import first_value
 
 if TYPE_CHECKING:
@@ -66,6 +67,8 @@ class ConfigSummary:
 
     @classmethod
     def from_content(cls, content: dict[str, Any]) -> ConfigSummary:
+        if "QEMUHypervisor" in content:
+            return cls._from_podman5(content)
         pid_keys = [key for key in ("PidFilePath", "VMPidFilePath") if isinstance(content.get(key), dict)]
         pid_files = {key: path_value(content[key]) for key in pid_keys}
         return cls(
@@ -81,6 +84,23 @@ class ConfigSummary:
             starting=content.get("Starting") is True,
         )
 
+    @classmethod
+    def _from_podman5(cls, content: dict[str, Any]) -> ConfigSummary:
+        qemu = content["QEMUHypervisor"]
+        pid_file = path_value(qemu["QEMUPidPath"])
+        return cls(
+            Name=content["Name"],
+            CmdLine=podman5_argv(content),
+            CPUs=content["Resources"]["CPUs"],
+            Memory=content["Resources"]["Memory"],
+            DiskSize=content["Resources"]["DiskSize"],
+            image_path=image_path(content),
+            qmp_socket=path_value(qemu["QMPMonitor"]["Address"]),
+            pid_files=[pid_file],
+            vm_pid_file=pid_file,
+            starting=content.get("Starting") is True,
+        )
+
 
 @dataclass(frozen=True)
 class ConfiguredQemu:
@@ -92,8 +112,9 @@ class ConfiguredQemu:
     memory_mib: int
 
     @classmethod
-    def of(cls, config: Machine | ConfigSummary) -> ConfiguredQemu:
-        argv = config.CmdLine
+    def of(cls, config: Machine | ConfigSummary, argv: list[str] | None = None) -> ConfiguredQemu:
+        """`argv`: what runs when the config stores none (podman 5), else its CmdLine."""
+        argv = argv or config.CmdLine
         return cls(qemu=argv[0], cpu=first_value(argv, "-cpu"), cpus=config.CPUs, memory_mib=config.Memory)
 
     def to_json(self) -> dict[str, object]:

@@ -1,17 +1,21 @@
-"""Podman 5.x machine configs: which provider wrote one, and the answer for each.
+"""Podman 5.x machine configs: which provider wrote one, the answer for each, and the qemu
+command line podman 5 builds for a qemu machine.
 
 Podman 5 writes one `MachineConfig` for every provider ("Version": 1) and stores no qemu command
-line (it rebuilds it at every start, podman v5.8.2 pkg/machine/qemu/stubber.go:54-90), so there is
-nothing podman-emu can rewrite. What the user can do instead depends on the provider, told apart
-by the one provider key podman fills (vmconfigs/config.go:35-39, all `omitempty`).
+line: it rebuilds it at every start (podman v5.8.2 pkg/machine/qemu/stubber.go:54-90). A Linux
+qemu machine is converted through podman-emu's qemu wrapper (conversion.start_helpers); every
+other provider gets what applies to it, told apart by the one provider key podman fills
+(vmconfigs/config.go:35-39, all `omitempty`).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NoReturn
 
+from podman_emu import paths
 from podman_emu.errors import UnsupportedLayout
 
 ARM64_CHECK = "podman run --rm --platform linux/arm64 docker.io/library/alpine uname -m"
@@ -78,16 +82,61 @@ def _answer(provider: str | None, arch: str | None) -> tuple[str, str]:
             "error` means qemu-user-static for aarch64 is missing in the WSL distribution."
         )
     if provider == "qemu":
-        return "a podman 5.x qemu machine", (
-            "podman 5 stores no qemu command: it rebuilds the qemu command line at every start from "
-            "compiled-in options (-accel kvm -cpu host), so editing this file cannot make the machine "
-            "emulated, and podman-emu has no route for 5.x qemu machines yet. " + _USER_MODE + " For a "
-            "fully emulated aarch64 machine, use podman 4.9 with its qemu provider."
-        )
+        # Only an arm64 host's machine comes here (is_convertible_podman5 takes the others).
+        return "a podman 5.x qemu machine with an arm64 disk", f"It runs on an arm64 host, {_NATIVE_ARM64}"
     return "a podman 5.x machine config", (
         "podman 5 stores no qemu command line (it rebuilds it at every start), so there is nothing to "
         "convert. " + _USER_MODE
     )
+
+
+def is_convertible_podman5(content: Mapping[str, Any]) -> bool:
+    """A 5.x qemu machine of an x86_64 host (the provider exists only on Linux in 5.x): the one
+    podman-emu converts. Its disk is NAME-amd64.* as podman made it, or the aarch64 disk a
+    conversion put there; an arm64 host's machine is native already."""
+    return provider_of(content) == "qemu" and _image_arch(content) != "arm64"
+
+
+NATIVE_QEMU = "qemu-system-x86_64"
+# What podman 5 on linux/amd64 hard-codes (v5.4.2 qemu/options_linux_amd64.go:9-16; 5.0 and 5.1
+# lack the -M) and the MAC every 5.x machine gets (qemu/command/command.go:51-61).
+_ARCH_OPTIONS = ["-accel", "kvm", "-cpu", "host", "-M", "memory-backend=mem"]
+_MAC = "5a:94:ef:e4:0c:ee"
+
+
+def podman5_argv(content: Mapping[str, Any]) -> list[str]:
+    """The qemu command line podman 5.2+ builds for this (validated) config at `podman machine
+    start` (reference podman5-and-slow-boot.md §A2; checked against the argv the real 5.4.2 passed
+    in tests/data), with the binary by name: podman finds it at start through its helper dirs
+    and $PATH. What podman-emu shows and plans with, never what it writes: the config stores no
+    command line."""
+    name = str(content["Name"])
+    ignition = paths.podman_config_dir() / f"{name}.ign"  # written once, at init
+    resources = content["Resources"]
+    qemu = content["QEMUHypervisor"]
+    runtime = os.path.dirname(str(qemu["QEMUPidPath"]["Path"]))
+    argv = [
+        NATIVE_QEMU,
+        *_ARCH_OPTIONS,
+        "-drive", f"if=virtio,file={content['ImagePath']['Path']}",
+        "-object", f"memory-backend-memfd,id=mem,size={resources['Memory']}M,share=on",
+        "-m", str(resources["Memory"]),
+        "-smp", str(resources["CPUs"]),
+        "-fw_cfg", f"name=opt/com.coreos/config,file={ignition}",
+        "-qmp", f"unix:{qemu['QMPMonitor']['Address']['Path']},server=on,wait=off",
+        "-netdev", f"stream,id=vlan,server=off,addr.type=unix,addr.path={runtime}/{name}-gvproxy.sock",
+        "-device", f"virtio-net-pci,netdev=vlan,mac={_MAC}",
+        "-device", "virtio-serial",
+        "-chardev", f"socket,path={runtime}/{name}.sock,server=on,wait=off,id=a{name}_ready",
+        "-device", f"virtserialport,chardev=a{name}_ready,name=org.fedoraproject.port.0",
+        "-pidfile", str(qemu["QEMUPidPath"]["Path"]),
+    ]  # fmt: skip
+    for index, mount in enumerate(content.get("Mounts") or []):
+        argv += [
+            "-chardev", f"socket,id=virtiofschar{index},path={runtime}/virtiofschar{index}",
+            "-device", f"vhost-user-fs-pci,queue-size=1024,chardev=virtiofschar{index},tag={mount['Tag']}",
+        ]  # fmt: skip
+    return [*argv, "-display", "none"]
 
 
 def refuse_podman5(path: Path, content: Mapping[str, Any]) -> NoReturn:

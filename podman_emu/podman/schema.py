@@ -13,7 +13,8 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
 
 from podman_emu.errors import ConfigInvalid
-from podman_emu.podman.layout import Layout, detect_layout, refuse_case_variants
+from podman_emu.podman.layout import PODMAN5_KEYS, PODMAN_KEYS, Layout, detect_layout, refuse_case_variants
+from podman_emu.podman.podman5 import podman5_argv
 from podman_emu.qemu.argv import machine_options
 
 # Go's uint64 and int (64-bit): a value outside makes podman's decoder fail too.
@@ -159,7 +160,86 @@ class MachineV2(_CommonMachine):
         return self.Starting
 
 
-Machine = MachineV1 | MachineV2
+class Resources5(_PodmanStruct):
+    CPUs: Uint64
+    DiskSize: Uint64
+    Memory: Uint64
+    USBs: list[USBConfig] | None = None
+
+
+class SSH5(_PodmanStruct):
+    IdentityPath: StrictStr
+    Port: Int64
+    RemoteUsername: StrictStr
+
+
+class QEMUHypervisor5(_PodmanStruct):
+    QMPMonitor: MonitorV2
+    QEMUPidPath: VMFile
+
+
+class Mount5(_PodmanStruct):
+    ReadOnly: StrictBool
+    Source: StrictStr
+    Tag: StrictStr
+    Target: StrictStr
+    Type: StrictStr
+
+
+class MachineV5(_PodmanStruct):
+    """podman 5.x (`vmconfigs.MachineConfig`) of the qemu provider. It stores no command line:
+    `CmdLine` is the one podman builds from it at every start (podman5_argv), read the way the
+    4.x models' stored one is read."""
+
+    Version: StrictInt
+    Name: StrictStr = Field(min_length=1)
+    Resources: Resources5
+    SSH: SSH5
+    ImagePath: VMFile
+    QEMUHypervisor: QEMUHypervisor5
+    Mounts: list[Mount5] | None = None
+    Starting: StrictBool
+    Created: StrictStr
+    LastUp: StrictStr
+
+    @property
+    def CmdLine(self) -> list[str]:
+        return podman5_argv(self.model_dump())
+
+    @property
+    def CPUs(self) -> int:
+        return self.Resources.CPUs
+
+    @property
+    def Memory(self) -> int:
+        return self.Resources.Memory
+
+    @property
+    def DiskSize(self) -> int:
+        return self.Resources.DiskSize
+
+    @property
+    def image_path(self) -> str:
+        return self.ImagePath.Path
+
+    @property
+    def qmp_socket(self) -> str:
+        return self.QEMUHypervisor.QMPMonitor.Address.Path
+
+    @property
+    def pid_files(self) -> list[str]:
+        return [self.QEMUHypervisor.QEMUPidPath.Path]
+
+    @property
+    def vm_pid_file(self) -> str | None:
+        return self.QEMUHypervisor.QEMUPidPath.Path
+
+    @property
+    def starting(self) -> bool:
+        return self.Starting
+
+
+Machine = MachineV1 | MachineV2 | MachineV5
 
 
 def _describe(value: Any) -> str:
@@ -182,8 +262,13 @@ def validation_message(path: Path, error: ValidationError) -> str:
 
 def validate_machine(path: Path, content: dict[str, Any]) -> tuple[Layout, Machine]:
     layout = detect_layout(path, content)
-    refuse_case_variants(path, content)
-    model: type[MachineV1] | type[MachineV2] = MachineV1 if layout is Layout.V1 else MachineV2
+    refuse_case_variants(path, content, PODMAN5_KEYS if layout is Layout.V5 else PODMAN_KEYS)
+    models: dict[Layout, type[MachineV1] | type[MachineV2] | type[MachineV5]] = {
+        Layout.V1: MachineV1,
+        Layout.V2: MachineV2,
+        Layout.V5: MachineV5,
+    }
+    model = models[layout]
     try:
         machine = model.model_validate(content)
     except ValidationError as exc:

@@ -12,6 +12,7 @@ from typing import Any, Literal
 from podman_emu import paths, proc
 from podman_emu.conversion.artifacts import configured_console_log, machine_kind
 from podman_emu.conversion.leftovers import Leftover, find_leftovers
+from podman_emu.conversion.start_helpers import machine_argv
 from podman_emu.errors import HostNotReady, PodmanEmuError
 from podman_emu.fsutil import stale_temp_files
 from podman_emu.host.capabilities import QemuCapabilities
@@ -20,6 +21,7 @@ from podman_emu.host.firmware import find_firmware
 from podman_emu.host.qemu import find_qemu, find_qemu_img, probe_qemu
 from podman_emu.observe.console_log import console_log_fix, console_log_problem
 from podman_emu.observe.network import network_report
+from podman_emu.podman.layout import Layout
 from podman_emu.podman.machines import LoadedMachine, load_machine
 from podman_emu.podman.running import run_state
 from podman_emu.report.inventory import inspect_loaded
@@ -107,12 +109,18 @@ def _machine_checks(name: str, machine: LoadedMachine) -> list[Check]:
         return [Check(f"machine {name}", "fail", error.message, error.hint)]
     row = report.row
     checks = [Check(f"machine {name}", "ok", f"podman {row.podman} layout, {row.emulation}, {row.state.value}")]
-    argv = machine.config.CmdLine
+    argv = machine_argv(machine)
     checks += [Check(f"machine {name}", "info", note) for note in report.notes]
     kind = machine_kind(machine.document.content)
     # A native arm64 machine's binary lives on the Apple-silicon Mac it was made for; the notes
-    # above already say there is nothing to convert.
-    if kind != "native-arm64" and (not os.path.isabs(argv[0]) or not os.access(argv[0], os.X_OK)):
+    # above already say there is nothing to convert. A native podman 5 machine names no binary:
+    # podman looks it up at start.
+    podman5_native = machine.layout is Layout.V5 and kind == "native"
+    if (
+        kind != "native-arm64"
+        and not podman5_native
+        and (not os.path.isabs(argv[0]) or not os.access(argv[0], os.X_OK))
+    ):
         checks.append(_missing_binary_check(name, argv[0], native=kind == "native"))
     console_log = configured_console_log(argv)
     if console_log is not None:

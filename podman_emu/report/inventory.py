@@ -20,6 +20,7 @@ from podman_emu.conversion.artifacts import (
     native_arm64_explanation,
 )
 from podman_emu.conversion.journal import emulation_status, stranger_reason
+from podman_emu.conversion.start_helpers import machine_argv
 from podman_emu.errors import ConversionStateError
 from podman_emu.observe.boot_stage import last_boot
 from podman_emu.observe.console_log import console_log_to_read, rotate_if_large
@@ -32,6 +33,7 @@ from podman_emu.podman.machines import (
     LoadedMachine,
     load_machine,
 )
+from podman_emu.podman.podman5 import NATIVE_QEMU
 from podman_emu.podman.running import RunCheck, RunState, run_state
 
 LIST_WINDOW_BYTES = 128 * 1024
@@ -108,7 +110,7 @@ def _machine_row(
         podman=machine.podman_version,
         emulation=emulation,
         state=check.state,
-        configured=ConfiguredQemu.of(machine.config),
+        configured=ConfiguredQemu.of(machine.config, machine_argv(machine)),
         disk_gib=machine.config.DiskSize,
     )
 
@@ -124,7 +126,7 @@ def _listed_row(machine: ListedMachine) -> MachineRow:
         row = _machine_row(machine, journal, run_state(machine.config))
     own = console_log_path(machine.config_path)
     rotate_if_large(own)
-    log = console_log_to_read(configured_console_log(machine.config.CmdLine), own)
+    log = console_log_to_read(configured_console_log(machine_argv(machine)), own)
     if log is None:
         return row
     if row.state is RunState.STOPPED:
@@ -208,7 +210,9 @@ def _journal_summary(machine: LoadedMachine, journal: journals.Journal) -> Journ
         path=journal_path(machine.config_path),
         status=journal.status,
         converted_at=journal.timestamp,
-        native_qemu=journal.native_cmdline[0],
+        native_qemu=journal.native_cmdline[0]
+        if journal.native_cmdline
+        else f"{NATIVE_QEMU} (podman 5 finds it at start)",
         native_image=journal.native_image_path,
         unchanged_since_convert=machine.document.sha256 == journal.converted_sha256,
         created=[CreatedEntry(item.role, item.path) for item in journal.created],
@@ -219,7 +223,8 @@ def _journal_summary(machine: LoadedMachine, journal: journals.Journal) -> Journ
 def inspect_loaded(machine: LoadedMachine) -> InspectReport:
     journal = journals.load_journal(machine.config_path)
     check = run_state(machine.config)
-    console_log = configured_console_log(machine.config.CmdLine) or (
+    argv = machine_argv(machine)
+    console_log = configured_console_log(argv) or (
         str(console_log_path(machine.config_path)) if journal is not None else None
     )
     return InspectReport(
@@ -230,7 +235,7 @@ def inspect_loaded(machine: LoadedMachine) -> InspectReport:
         trailing_newline=machine.document.byte_format.trailing_newline,
         podman_formatted=machine.document.is_podman_formatted,
         journal=_journal_summary(machine, journal) if journal is not None else None,
-        cmdline=list(machine.config.CmdLine),
+        cmdline=argv,
         config_model=machine.config.model_dump(mode="json"),
         notes=_notes(machine),
     )

@@ -4,13 +4,12 @@ real podman 5.4.2, qemu 10, gvproxy 0.8.1 and virtiofsd from a Debian trixie roo
 (testing.realguest).
 
 One ordered scenario, as a user made inside the root:
-init (5.x, a virtiofs volume, the aarch64 disk given as --image) -> the machine registered with
-the wrapper (testing/podman5/route.py: podman-emu's own start-helper functions, the host part of
-a 5.x conversion; `podman-emu convert` does not edit 5.x JSON yet — the one stand-in here) -> a
-native machine of the same user still reaches the real qemu-system-x86_64 with podman's argv
-unchanged -> start -> `podman --connection` info / import / `run uname -m` = aarch64 -> the volume
-round trip over virtiofs -> `machine ssh` -> stop -> unregistered (the config as podman left it,
-nothing of podman-emu left in the user's containers config) -> rm leaves nothing.
+init (5.x, a virtiofs volume) -> `podman-emu convert` (the aarch64 disk at ImagePath, the vars
+file, the qemu wrapper and its containers.conf drop-in, the journal) -> a native machine of the
+same user still reaches the real qemu-system-x86_64 with podman's argv unchanged -> start ->
+`podman --connection` info / import / `run uname -m` = aarch64 -> the volume round trip over
+virtiofs -> `machine ssh` -> stop -> `podman-emu revert` (the config as podman left it, nothing
+of podman-emu left in the user's containers config) -> rm leaves nothing.
 
 Prerequisites: root (mmdebstrap, mounts, chroot) and mmdebstrap + qemu-user-static (the arm64
 guest's build). Missing, the module skips, and fails under CI=true.
@@ -232,7 +231,7 @@ def test_01_init(scenario: Scenario) -> None:
     version = must(session.podman("--version"), "podman --version").stdout
     assert "5.4.2" in version, version
     # Two vCPUs: MTTCG makes the first boot ~1.5x faster (README: convert advises a second vCPU).
-    init_machine(scenario, EMU, "--cpus", "2", image=scenario.aarch64_disk)
+    init_machine(scenario, EMU, "--cpus", "2")
     raw = scenario.originals[EMU]
     assert b"\n" not in raw, "podman 5.x writes the machine JSON on one line"
     config = json.loads(raw)
@@ -241,30 +240,35 @@ def test_01_init(scenario: Scenario) -> None:
     scenario.containers_config = _containers_config(session)
 
 
-ROUTE = str(Path(__file__).resolve().parents[2] / "testing" / "podman5" / "route.py")
-
-
-def route(scenario: Scenario, action: str) -> dict[str, Any]:
+def podman_emu(scenario: Scenario, *args: str) -> Any:
     session = scenario.session
-    result = must(session.run([f"{session.venv}/bin/python", ROUTE, action, EMU], timeout=120), f"route {action}")
-    (session.log_dir / f"route-{action}.txt").write_text(result.describe())
-    found: dict[str, Any] = json.loads(result.stdout)
-    return found
+    result = must(
+        session.run([f"{session.venv}/bin/podman-emu", *args, "--json"], timeout=300), f"podman-emu {args[0]}"
+    )
+    (session.log_dir / f"podman-emu-{args[0]}.txt").write_text(result.describe())
+    return json.loads(result.stdout)
 
 
-def test_02_register_with_the_qemu_wrapper(scenario: Scenario) -> None:
+def test_02_convert(scenario: Scenario) -> None:
     session = scenario.session
-    with phase(f"register {EMU} with the qemu wrapper"):
-        registered = route(scenario, "register")
-    assert registered["route"]["cpu"].startswith("max"), registered  # qemu 10: plain max is the fast one
+    with phase(f"podman-emu convert {EMU}"):
+        converted = podman_emu(scenario, "convert", EMU, "--image", scenario.aarch64_disk)
+    assert converted["applied"] and converted["cpu"].startswith("max"), converted  # qemu 10: plain max is fast
     after = _containers_config(session)
     dropins = [k for k in after if k.startswith("containers.conf.d/") and k not in scenario.containers_config]
     assert dropins, f"no containers.conf drop-in was registered: {sorted(after)}"
     assert after["containers.conf"] == scenario.containers_config["containers.conf"], "containers.conf was edited"
     assert any(b"helper_binaries_dir" in (after[k] or b"") for k in dropins), {k: after[k] for k in dropins}
-    roles = {edit["role"] for edit in registered["edits"]}
+    roles = {edit["role"] for edit in converted["host_changes"]}
     assert {"qemu wrapper", "gvproxy launcher", "containers.conf drop-in"} <= roles, roles
-    assert (session.config_dir / f"{EMU}.json").read_bytes() == scenario.originals[EMU]  # no JSON edit
+    raw = (session.config_dir / f"{EMU}.json").read_bytes()
+    # podman's own byte format (one json.Marshal line), and only the disk changed.
+    assert b"\n" not in raw and raw.startswith(b'{"Created":'), raw[:80]
+    config, original = json.loads(raw), json.loads(scenario.originals[EMU])
+    assert config["ImagePath"]["Path"].endswith(f"/{EMU}_aarch64.qcow2"), config["ImagePath"]
+    assert {**config, "ImagePath": original["ImagePath"]} == original
+    listed = podman_emu(scenario, "list")
+    assert {m["name"]: m["emulation"] for m in listed}.get(EMU) == "emulated", listed
 
 
 def test_03_a_native_machine_reaches_the_real_qemu_unchanged(scenario: Scenario) -> None:
@@ -418,10 +422,11 @@ def test_08_stop(scenario: Scenario) -> None:
     assert forward_phase(scenario, until="stopped", timeout_s=30) == "stopped"  # it followed gvproxy out
 
 
-def test_09_unregister(scenario: Scenario) -> None:
+def test_09_revert(scenario: Scenario) -> None:
     session = scenario.session
-    with phase(f"unregister {EMU}"):
-        route(scenario, "unregister")
+    with phase(f"podman-emu revert {EMU}"):
+        reverted = podman_emu(scenario, "revert", EMU, "--delete-disk")
+    assert reverted["applied"], reverted
     current = (session.config_dir / f"{EMU}.json").read_bytes()
     # podman rewrote it at start/stop (LastUp, Starting); everything else must be as it was.
     assert _normalised(current) == _normalised(scenario.originals[EMU])

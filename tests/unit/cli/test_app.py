@@ -128,7 +128,9 @@ def test_every_refusal_says_why_and_changes_nothing(
         elif setup == "starting":
             config.write_bytes(config.read_bytes().replace(b'"Starting": false', b'"Starting": true'))
         elif setup == "podman5":
-            config.write_bytes((TEST_DATA / "podman-5.8-linux-amd64-qemu.json").read_bytes())
+            # An arm64 host's 5.x machine: native already (an x86_64 one converts).
+            arm64 = (TEST_DATA / "podman-5.8-linux-amd64-qemu.json").read_bytes().replace(b"-amd64.", b"-arm64.")
+            config.write_bytes(arm64)
         elif setup == "broken":
             config.write_bytes(config.read_bytes()[:-40])
     before = tree_digest(podman_home.root)

@@ -6,7 +6,7 @@ import pytest
 
 from podman_emu.errors import ConfigInvalid, UnsupportedLayout
 from podman_emu.podman.layout import Layout, guess_podman_version
-from podman_emu.podman.schema import MachineV2, validate_machine
+from podman_emu.podman.schema import MachineV1, MachineV2, validate_machine
 from testing.fixtures import FIXTURES, manifest
 
 
@@ -44,8 +44,10 @@ def test_podman_version_is_inferred_from_the_keys(fixture: str, expected: str) -
 def test_keys_podman_3_3_and_3_4_0_did_not_write_are_not_required() -> None:
     """Go gives a missing key its zero value and podman 4.x loads (and migrates) these files."""
     _, machine = validate_machine(Path("m.json"), load("podman-3.3.1-darwin-amd64.json"))
+    assert isinstance(machine, MachineV1)
     assert machine.DiskSize is None and machine.ImageStream is None
     _, machine = validate_machine(Path("m.json"), load("podman-3.4.0-linux-amd64.json"))
+    assert isinstance(machine, MachineV1)
     assert machine.DiskSize == 10 and machine.ImageStream is None
 
 
