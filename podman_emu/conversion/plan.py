@@ -174,15 +174,19 @@ def _refuse_own_disk(content: JsonObject, inputs: PlanInputs) -> None:
         )
 
 
+def _refuse_emulated(content: JsonObject, what: str) -> None:
+    if is_emulated(content):
+        raise ConversionStateError(
+            f"machine {content['Name']!r} {what}",
+            hint="It is already emulated. To change its options, `podman-emu revert` it first, then convert again.",
+        )
+
+
 def _plan_podman5(content: JsonObject, inputs: PlanInputs) -> Plan:
     """A podman 5 machine: the config gets only the aarch64 disk at ImagePath; the rest of the
     aarch64 argv is the route the qemu wrapper applies at every start."""
     name = str(content["Name"])
-    if is_emulated(content):
-        raise ConversionStateError(
-            f"machine {name!r} already boots an aarch64 disk ({image_path(content)})",
-            hint="It is already emulated. To change its options, `podman-emu revert` it first, then convert again.",
-        )
+    _refuse_emulated(content, f"already boots an aarch64 disk ({image_path(content)})")
     vars_path, disk_path = aarch64_file_paths(content, inputs.disk_container, inputs.files_dir)
     _refuse_own_disk(content, inputs)
     after = with_image_path(content, disk_path)
@@ -203,12 +207,17 @@ def _plan_podman5(content: JsonObject, inputs: PlanInputs) -> Plan:
         name,
         ["podman 5 stores no qemu command: podman-emu's qemu-system-x86_64 wrapper runs this machine as shown"],
     )
-    plan = Plan(
-        "convert", name, copy.deepcopy(content), after, _created_files(inputs, vars_path, disk_path), notes=notes
+    files = _created_files(inputs, vars_path, disk_path)
+    return Plan(
+        "convert",
+        name,
+        copy.deepcopy(content),
+        after,
+        files,
+        notes=notes,
+        built_argvs=(native, emulated),
+        qemu_route=route,
     )
-    plan.built_argvs = (native, emulated)
-    plan.qemu_route = route
-    return plan
 
 
 def plan_conversion(content: JsonObject, inputs: PlanInputs) -> Plan:
@@ -217,11 +226,7 @@ def plan_conversion(content: JsonObject, inputs: PlanInputs) -> Plan:
     argv = list(content["CmdLine"])
     machine_options(argv)
     refuse_native_arm64(content)
-    if is_emulated(content):
-        raise ConversionStateError(
-            f"machine {content['Name']!r} already runs qemu-system-aarch64 ({argv[0]})",
-            hint="It is already emulated. To change its options, `podman-emu revert` it first, then convert again.",
-        )
+    _refuse_emulated(content, f"already runs qemu-system-aarch64 ({argv[0]})")
     vars_path, disk_path = aarch64_file_paths(content, inputs.disk_container, inputs.files_dir)
     _refuse_own_disk(content, inputs)
     rewritten = rewrite_argv(
