@@ -272,6 +272,9 @@ def test_logs_follow_ends_cleanly_on_ctrl_c_and_on_a_closed_pipe(
         stderr=subprocess.PIPE,
         env=env,
         cwd=REPO,
+        # As a terminal's Ctrl-C finds it: a suite started in the background by a shell without job
+        # control inherits SIGINT ignored, and Python then installs no KeyboardInterrupt handler.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         assert process.stdout is not None
