@@ -9,7 +9,8 @@ from typing import Any
 from podman_emu.conversion.apply import apply_revert, effective_journal, machine_journal, repair_interrupted
 from podman_emu.conversion.artifacts import is_emulated, refuse_native_arm64
 from podman_emu.conversion.plan import NativeConfig, Plan, plan_revert
-from podman_emu.conversion.start_helpers import HostPlan, routed_argv, without_machine
+from podman_emu.conversion.routes import routed_argv
+from podman_emu.conversion.start_helpers import HostPlan, without_machine
 from podman_emu.errors import ConversionStateError
 from podman_emu.podman.machines import LoadedMachine, load_machine
 from podman_emu.podman.running import refuse_if_busy

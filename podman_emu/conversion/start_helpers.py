@@ -18,13 +18,12 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import podman_emu
-from podman_emu.conversion.artifacts import is_emulated
 from podman_emu.conversion.helper_registry import (
     RegisteredMachine,
     Registry,
@@ -36,13 +35,9 @@ from podman_emu.conversion.helper_registry import (
     read_registry,
     registry_path,
 )
-from podman_emu.conversion.rewrite import rewrite_routed_argv
-from podman_emu.errors import ConfigInvalid, ConversionStateError
+from podman_emu.errors import ConversionStateError
 from podman_emu.fsutil import atomic_write, flocked, private_dir, remove_quietly, write_private
 from podman_emu.host.containers_conf import dropin_path, effective_helper_dirs, render_dropin
-from podman_emu.podman.layout import Layout
-from podman_emu.podman.machines import ListedMachine, LoadedMachine
-from podman_emu.podman.podman5 import podman5_argv
 
 Action = Literal["create", "update", "remove"]
 LAUNCHER_NAME = "gvproxy"
@@ -385,31 +380,3 @@ def registered(config_path: Path) -> bool:
     with contextlib.suppress(ConversionStateError):
         return any(m.config_path == str(config_path) for m in _registered())
     return False
-
-
-def registration(config_path: Path) -> RegisteredMachine | None:
-    """The machine's entry in the registry; None also when the registry cannot be trusted (the
-    read commands then show podman's own argv, and `doctor` names the damage)."""
-    with contextlib.suppress(ConversionStateError):
-        return next((m for m in _registered() if m.config_path == str(config_path)), None)
-    return None
-
-
-def routed_argv(config_path: Path, content: Mapping[str, Any]) -> list[str] | None:
-    """What podman-emu's qemu wrapper runs a podman 5 machine with at its next start; None when
-    the wrapper would hand it to the real qemu (not registered, or its disk is native again)."""
-    entry = registration(config_path)
-    if entry is None or entry.qemu_route is None or not is_emulated(content):
-        return None
-    try:
-        return rewrite_routed_argv(podman5_argv(content), entry.qemu_route, entry.console_log)
-    except ConfigInvalid:
-        return None
-
-
-def machine_argv(machine: LoadedMachine | ListedMachine) -> list[str]:
-    """The qemu command a machine runs with: its stored CmdLine (podman 4.x), or for podman 5 the
-    one podman builds at start, as the qemu wrapper turns it into for an emulated machine."""
-    if machine.layout is not Layout.V5:
-        return list(machine.config.CmdLine)
-    return routed_argv(machine.config_path, machine.document.content) or list(machine.config.CmdLine)

@@ -27,7 +27,7 @@ from podman_emu.conversion.artifacts import (
     native_arm64_explanation,
     rotated_path,
 )
-from podman_emu.conversion.start_helpers import machine_argv
+from podman_emu.conversion.routes import machine_argv
 from podman_emu.errors import NoConsoleLog
 from podman_emu.observe.console_log import console_log_to_read, open_log, root_refuses_reading, rotate_if_large
 from podman_emu.observe.sanitize import Sanitizer

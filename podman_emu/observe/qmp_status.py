@@ -25,7 +25,7 @@ from qemu.qmp import ExecuteError, QMPClient
 from podman_emu.conversion import journal as journals
 from podman_emu.conversion.artifacts import configured_console_log, console_log_path, machine_kind
 from podman_emu.conversion.journal import emulation_status
-from podman_emu.conversion.start_helpers import machine_argv
+from podman_emu.conversion.routes import machine_argv
 from podman_emu.observe.boot_stage import BootProgress, last_boot
 from podman_emu.observe.console_log import (
     console_log_fix,

@@ -12,7 +12,6 @@ from typing import Any, Literal
 from podman_emu import paths, proc
 from podman_emu.conversion.artifacts import configured_console_log, machine_kind
 from podman_emu.conversion.leftovers import Leftover, find_leftovers
-from podman_emu.conversion.start_helpers import machine_argv
 from podman_emu.errors import HostNotReady, PodmanEmuError
 from podman_emu.fsutil import stale_temp_files
 from podman_emu.host.capabilities import QemuCapabilities
@@ -109,7 +108,7 @@ def _machine_checks(name: str, machine: LoadedMachine) -> list[Check]:
         return [Check(f"machine {name}", "fail", error.message, error.hint)]
     row = report.row
     checks = [Check(f"machine {name}", "ok", f"podman {row.podman} layout, {row.emulation}, {row.state.value}")]
-    argv = machine_argv(machine)
+    argv = report.cmdline
     checks += [Check(f"machine {name}", "info", note) for note in report.notes]
     kind = machine_kind(machine.document.content)
     # A native arm64 machine's binary lives on the Apple-silicon Mac it was made for; the notes

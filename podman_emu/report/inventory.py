@@ -20,7 +20,7 @@ from podman_emu.conversion.artifacts import (
     native_arm64_explanation,
 )
 from podman_emu.conversion.journal import emulation_status, stranger_reason
-from podman_emu.conversion.start_helpers import machine_argv
+from podman_emu.conversion.routes import machine_argv
 from podman_emu.errors import ConversionStateError
 from podman_emu.observe.boot_stage import last_boot
 from podman_emu.observe.console_log import console_log_to_read, rotate_if_large
@@ -93,8 +93,9 @@ EARLIER_MACHINE = " (journal of an earlier machine)"
 
 
 def _machine_row(
-    machine: LoadedMachine | ListedMachine, journal: journals.Journal | None, check: RunCheck
+    machine: LoadedMachine | ListedMachine, journal: journals.Journal | None, check: RunCheck, argv: list[str]
 ) -> MachineRow:
+    """`argv`: routes.machine_argv(machine), which the caller needs too."""
     suffix = ""
     if journal is not None and stranger_reason(journal, machine.document.content, machine.document.sha256):
         # The journal describes a machine that was removed; for this one it says nothing.
@@ -110,23 +111,26 @@ def _machine_row(
         podman=machine.podman_version,
         emulation=emulation,
         state=check.state,
-        configured=ConfiguredQemu.of(machine.config, machine_argv(machine)),
+        configured=ConfiguredQemu.of(machine.config, argv),
         disk_gib=machine.config.DiskSize,
     )
 
 
 def _listed_row(machine: ListedMachine) -> MachineRow:
+    argv = machine_argv(machine)
     try:
         journal = journals.load_journal(machine.config_path)
     except ConversionStateError:
         # One damaged journal must not hide the other machines; convert, revert and inspect
         # name the problem and what to do.
-        row = replace(_machine_row(machine, None, run_state(machine.config)), emulation="unknown (damaged journal)")
+        row = replace(
+            _machine_row(machine, None, run_state(machine.config), argv), emulation="unknown (damaged journal)"
+        )
     else:
-        row = _machine_row(machine, journal, run_state(machine.config))
+        row = _machine_row(machine, journal, run_state(machine.config), argv)
     own = console_log_path(machine.config_path)
     rotate_if_large(own)
-    log = console_log_to_read(configured_console_log(machine_argv(machine)), own)
+    log = console_log_to_read(configured_console_log(argv), own)
     if log is None:
         return row
     if row.state is RunState.STOPPED:
@@ -228,7 +232,7 @@ def inspect_loaded(machine: LoadedMachine) -> InspectReport:
         str(console_log_path(machine.config_path)) if journal is not None else None
     )
     return InspectReport(
-        row=_machine_row(machine, journal, check),
+        row=_machine_row(machine, journal, check, argv),
         state_evidence=list(check.evidence),
         image=machine.config.image_path,
         console_log=console_log,
