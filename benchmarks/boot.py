@@ -13,6 +13,7 @@ Profiles:
   lima             Lima's aarch64 TCG flags: -machine virt,accel=tcg -cpu max, code pflash only
   podman-arm64     podman's own arm64 options, under TCG: -cpu max -M virt,highmem=on + pflash
   max,pauth=off    podman-emu's argv with -cpu max,pauth=off
+  max,pauth-impdef=on  podman-emu's argv without lpa2=off (what the edk2 2025.11 guard costs)
   cortex-a57       podman-emu's argv with -cpu cortex-a57
   neoverse-n1      podman-emu's argv with -cpu neoverse-n1
   cortex-a76       podman-emu's argv with -cpu cortex-a76
@@ -116,6 +117,9 @@ def build_profiles(qemu: Path, smp: int, generated: list[str]) -> tuple[list[Pro
     def variant(cpu: str) -> Profile:
         return Profile(cpu, with_cpu(cpu), f"podman-emu's argv with -cpu {cpu}", "podman-emu")
 
+    # What the firmware guard costs: the same CPU with FEAT_LPA2 left on.
+    without_lpa2_off = ",".join(part for part in chosen.cpu.split(",") if part != "lpa2=off")
+
     profiles = [
         Profile("podman-emu", emu, f"podman-emu's argv ({chosen.reason})", "podman-emu"),
         Profile(
@@ -130,6 +134,7 @@ def build_profiles(qemu: Path, smp: int, generated: list[str]) -> tuple[list[Pro
             "podman 4.x's arm64 options (-accel hvf -accel tcg -cpu host -M virt,highmem=on) under TCG, + pflash",
         ),
         variant("max,pauth=off"),
+        *([variant(without_lpa2_off)] if without_lpa2_off != chosen.cpu else []),
         variant("cortex-a57"),
         variant("neoverse-n1"),
         variant("cortex-a76"),

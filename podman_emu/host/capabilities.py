@@ -23,6 +23,8 @@ class QemuCapabilities:
     cpu_models: tuple[str, ...]
     accelerators: tuple[str, ...]
     has_pauth_impdef: bool
+    # QEMU >= 7.0 gives `max` FEAT_LPA2 and a property to switch it off.
+    has_lpa2: bool
 
     @property
     def version_string(self) -> str:

@@ -4,6 +4,12 @@ Chosen from measurements on QEMU 7.2 (README "Why this CPU"): bare `-cpu max` em
 pointer-authentication cipher in software and boots 4–5x slower; `pauth-impdef=on` keeps pointer
 authentication (so the guest's userland is unchanged) at the speed of models without it. QEMU 10
 made impdef the default for the newest virt machine type, so there plain `max` is right.
+
+Every `max` profile also says `lpa2=off` where qemu has the property: edk2-stable202511 hangs
+before its boot menu when the CPU offers FEAT_LPA2, which `max` does since QEMU 7.0 (edk2 issue
+11962; Debian shipped it in edk2 2025.11-1 to -4, fixed in 2026.02). A firmware upgrade can
+bring that build under an already converted machine, so a probe of today's firmware would not
+protect it; and a guest of podman's size never needs LPA2's 52-bit addresses.
 """
 
 from __future__ import annotations
@@ -39,18 +45,21 @@ class TcgProfile:
         return ["-accel", self.accel, "-cpu", self.cpu, "-M", self.machine]
 
 
+LPA2_OFF = "lpa2=off"
+LPA2_REASON = "; lpa2=off: edk2 2025.11 firmware hangs with max's FEAT_LPA2"
+
+
 def choose_profile(capabilities: QemuCapabilities, cpu_override: str | None = None) -> TcgProfile:
     if cpu_override:
         return TcgProfile(_checked_model(capabilities, cpu_override), ACCEL, MACHINE, "chosen with --cpu")
     if capabilities.version >= (10, 0, 0) and "max" in capabilities.cpu_models:
-        return TcgProfile(
-            "max", ACCEL, MACHINE, f"QEMU {capabilities.version_string} already uses the fast impdef pauth for max"
+        return _max_profile(
+            capabilities, "max", f"QEMU {capabilities.version_string} already uses the fast impdef pauth for max"
         )
     if "max" in capabilities.cpu_models and capabilities.has_pauth_impdef:
-        return TcgProfile(
+        return _max_profile(
+            capabilities,
             "max,pauth-impdef=on",
-            ACCEL,
-            MACHINE,
             "all of max's features, with QEMU's fast pauth instead of QARMA5 (4-5x faster boot than bare max)",
         )
     for model in FALLBACK_MODELS:
@@ -61,13 +70,28 @@ def choose_profile(capabilities: QemuCapabilities, cpu_override: str | None = No
                 MACHINE,
                 f"QEMU {capabilities.version_string} has no pauth-impdef; {model} avoids the slow QARMA5 pauth",
             )
-    return TcgProfile("max", ACCEL, MACHINE, "no faster model is available in this QEMU (expect slow boots)")
+    return _max_profile(capabilities, "max", "no faster model is available in this QEMU (expect slow boots)")
+
+
+def _max_profile(capabilities: QemuCapabilities, cpu: str, reason: str) -> TcgProfile:
+    if capabilities.has_lpa2:
+        return TcgProfile(f"{cpu},{LPA2_OFF}", ACCEL, MACHINE, reason + LPA2_REASON)
+    return TcgProfile(cpu, ACCEL, MACHINE, reason)
+
+
+def lacks_lpa2_off(capabilities: QemuCapabilities, cpu: str) -> bool:
+    """Does `cpu` (a machine's -cpu value) give the guest FEAT_LPA2, which edk2 2025.11 hangs on?"""
+    parts = cpu.split(",")
+    return parts[0] == "max" and capabilities.has_lpa2 and LPA2_OFF not in parts[1:]
 
 
 def _checked_model(capabilities: QemuCapabilities, requested: str) -> str:
     model = requested.split(",", 1)[0]
     if model in REFUSED_MODELS:
-        raise UsageError(f"--cpu {requested}: {REFUSED_MODELS[model]}", hint="Use max,pauth-impdef=on (the default).")
+        raise UsageError(
+            f"--cpu {requested}: {REFUSED_MODELS[model]}",
+            hint="Leave --cpu out: the default is chosen from what this qemu can do.",
+        )
     if model not in capabilities.cpu_models:
         close = [name for name in capabilities.cpu_models if model.lower() in name.lower()][:5]
         suggestion = f" Similar: {', '.join(close)}." if close else ""

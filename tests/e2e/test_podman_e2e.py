@@ -157,6 +157,8 @@ def convert_machine(scenario: Scenario, name: str) -> dict[str, Any]:
     assert report["applied"] is True, report
     argv = report["argv_after"]
     assert Path(argv[0]).name == "qemu-system-aarch64", argv
+    # Debian 12's QEMU 7.2: the fast pauth asked for, LPA2 off against edk2 2025.11.
+    assert report["cpu"] == "max,pauth-impdef=on,lpa2=off", report
     assert not DIRECT_KERNEL_OPTIONS & set(argv), f"the guest must boot from its disk, not {argv}"
     assert user.machine_json(name)["CmdLine"] == argv
     for item in report["files"]:
