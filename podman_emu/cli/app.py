@@ -28,7 +28,7 @@ EXIT_CODES = (
 
 app = typer.Typer(
     name="podman-emu",
-    help="Run a podman 4.x machine as a fully emulated aarch64 VM on an x86_64 host, and revert it.",
+    help="Run a podman 4.x or 5.x (qemu) machine as a fully emulated aarch64 VM on an x86_64 host, and revert it.",
     epilog=EXIT_CODES,
     no_args_is_help=True,
     pretty_exceptions_enable=False,

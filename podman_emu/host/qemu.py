@@ -33,7 +33,7 @@ WELL_KNOWN_BIN_DIRS = (
 )
 
 PROBE_TIMEOUT_S = 20
-_CACHE_SCHEMA = 2
+_CACHE_SCHEMA = 3
 
 
 def _is_executable_file(path: Path) -> bool:
@@ -161,6 +161,11 @@ def _probe_pauth_impdef(path: Path) -> bool:
     return _try_cpu(path, "max,pauth-impdef=on").returncode == 0
 
 
+def _probe_lpa2(path: Path, cpu_models: tuple[str, ...]) -> bool:
+    # A qemu without the property has no FEAT_LPA2 to switch off (QEMU < 7.0).
+    return "max" in cpu_models and _try_cpu(path, "max,lpa2=off").returncode == 0
+
+
 def refuse_cpu_qemu_rejects(path: Path, cpu: str) -> None:
     """A --cpu whose model is in the list can still carry a property qemu rejects (a typo, a
     property of another model): found now, not when `podman machine start` runs qemu."""
@@ -199,6 +204,7 @@ def _probe(path: Path) -> QemuCapabilities:
         cpu_models=cpu_models,
         accelerators=_parse_accelerators(accel_run.stdout),
         has_pauth_impdef=_probe_pauth_impdef(path),
+        has_lpa2=_probe_lpa2(path, cpu_models),
     )
 
 
@@ -229,6 +235,7 @@ def probe_qemu(path: Path) -> QemuCapabilities:
                 cpu_models=tuple(entry["cpu_models"]),  # type: ignore[arg-type]
                 accelerators=tuple(entry["accelerators"]),  # type: ignore[arg-type]
                 has_pauth_impdef=bool(entry["has_pauth_impdef"]),
+                has_lpa2=bool(entry["has_lpa2"]),
             )
         except (KeyError, TypeError):
             pass
@@ -254,3 +261,20 @@ def find_qemu_img(qemu_binary: Path | None) -> Path:
         hint="Install it: Debian/Ubuntu `apt-get install qemu-utils`, Fedora `dnf install qemu-img`, "
         "macOS `brew install qemu`.",
     )
+
+
+# The option ROM qemu loads for every `-device virtio-net-pci` (the NIC podman 4.x and 5.x give
+# each machine). Debian ships it in ipxe-qemu, only a Recommends of qemu-system-arm; without it
+# qemu exits at start with `failed to find romfile "efi-virtio.rom"`.
+NIC_ROM = "efi-virtio.rom"
+
+
+def missing_nic_rom(path: Path) -> list[str] | None:
+    """The data dirs `path` searched, when none of them has the NIC's option ROM; else None."""
+    listed = _run([str(path), "-L", "help"])
+    data_dirs = [line.strip() for line in listed.stdout.splitlines() if line.strip()]
+    if listed.returncode != 0 or not data_dirs:
+        return None  # a qemu that cannot list them: the start says what is missing, if anything
+    if any(os.path.isfile(os.path.join(directory, NIC_ROM)) for directory in data_dirs):
+        return None
+    return [os.path.normpath(directory) for directory in data_dirs]

@@ -4,25 +4,31 @@ and what removed machines left behind."""
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from podman_emu import paths, proc
 from podman_emu.conversion.artifacts import configured_console_log, machine_kind
+from podman_emu.conversion.helper_registry import RegistryDamaged, read_registry
 from podman_emu.conversion.leftovers import Leftover, find_leftovers
 from podman_emu.errors import HostNotReady, PodmanEmuError
 from podman_emu.fsutil import stale_temp_files
 from podman_emu.host.capabilities import QemuCapabilities
-from podman_emu.host.cpu_profile import choose_profile
+from podman_emu.host.containers_conf import effective_helper_dirs
+from podman_emu.host.cpu_profile import choose_profile, lacks_lpa2_off
 from podman_emu.host.firmware import find_firmware
-from podman_emu.host.qemu import find_qemu, find_qemu_img, probe_qemu
+from podman_emu.host.qemu import NIC_ROM, find_qemu, find_qemu_img, missing_nic_rom, probe_qemu
 from podman_emu.observe.console_log import console_log_fix, console_log_problem
 from podman_emu.observe.network import network_report
 from podman_emu.podman.layout import Layout
 from podman_emu.podman.machines import LoadedMachine, load_machine
+from podman_emu.podman.podman5 import ARM64_CHECK
 from podman_emu.podman.running import run_state
+from podman_emu.qemu.argv import first_value
 from podman_emu.report.inventory import inspect_loaded
 
 Level = Literal["ok", "warn", "fail", "info"]
@@ -56,6 +62,7 @@ def _host_checks(native_binary: str | None) -> list[Check]:
             )
         profile = choose_profile(capabilities)
         checks.append(Check("cpu", "ok", f"-cpu {profile.cpu}: {profile.reason}"))
+        checks.append(_nic_rom_check(Path(capabilities.path)))
         if capabilities.version[:2] == (8, 2) and capabilities.version[2] == 0:
             checks.append(
                 Check(
@@ -82,6 +89,19 @@ def _host_checks(native_binary: str | None) -> list[Check]:
     return checks
 
 
+def _nic_rom_check(qemu: Path) -> Check:
+    searched = missing_nic_rom(qemu)
+    if searched is None:
+        return Check("network ROM", "ok", f"{NIC_ROM} for the machine's virtio-net-pci")
+    return Check(
+        "network ROM",
+        "fail",
+        f"no {NIC_ROM} in {', '.join(searched)}: qemu exits at start with "
+        f'`failed to find romfile "{NIC_ROM}"` for the virtio-net-pci every podman machine has',
+        "Install it: `apt install ipxe-qemu` (Debian/Ubuntu; only recommended by qemu-system-arm).",
+    )
+
+
 def _podman_check() -> Check:
     podman = shutil.which("podman")
     if podman is None:
@@ -93,11 +113,19 @@ def _podman_check() -> Check:
     version = output.strip().rsplit(" ", 1)[-1]
     if version.startswith(("3.", "4.")):
         return Check("podman", "ok", f"{podman} {version}")
+    if sys.platform == "darwin":
+        return Check(
+            "podman",
+            "warn",
+            f"{podman} {version}: podman 5 has no qemu provider on macOS (applehv and libkrun run the "
+            "host's own architecture only), so it cannot run a fully emulated machine",
+            f"arm64 containers already run in its machine through user-mode emulation: `{ARM64_CHECK}`. "
+            "For a full aarch64 machine, use podman 4.9 (qemu provider).",
+        )
     return Check(
         "podman",
-        "warn",
-        f"{podman} {version}: podman 5+ rebuilds the qemu command at every start and ignores 4.x configs",
-        "Use podman 4.9 (qemu provider) to run emulated machines.",
+        "ok",
+        f"{podman} {version}: emulated machines of its qemu provider run through podman-emu's qemu wrapper",
     )
 
 
@@ -133,6 +161,11 @@ def _machine_checks(name: str, machine: LoadedMachine) -> list[Check]:
             )
     if kind == "emulated":
         checks += _start_checks(machine)
+        checks += [
+            check
+            for check in (_helper_dirs_check(name, machine.layout, report.image), _lpa2_check(name, argv, report.image))
+            if check is not None
+        ]
     if not report.podman_formatted:
         checks.append(
             Check(
@@ -150,6 +183,86 @@ def _start_checks(machine: LoadedMachine) -> list[Check]:
     if network.problem:
         return [Check("start", "warn", network.problem, f"`{network.recovery}`" if network.recovery else None)]
     return [Check("start", "ok", f"gvproxy through podman-emu's launcher; API forward: {network.forward_text}")]
+
+
+def _helper_dirs_check(name: str, layout: Layout, disk: str) -> Check | None:
+    """podman runs podman-emu's helpers only while podman-emu's directory is the first it
+    searches; an environment variable or a containers.conf read after the drop-in can take that
+    away without touching any file podman-emu wrote."""
+    try:
+        registry = read_registry()
+    except RegistryDamaged:
+        return None  # the start check names the damage
+    if registry is None:
+        return None
+    own = os.path.abspath(registry.helper_dir)
+    if layout is Layout.V5:
+        consequence = f"machine {name} would boot its aarch64 disk in the native qemu-system-x86_64"
+    else:
+        consequence = f"machine {name} would start without podman-emu's gvproxy launcher and time out on a slow boot"
+    # FindHelperBinary looks in this directory before any containers.conf list.
+    override_dir = os.environ.get("CONTAINERS_HELPER_BINARY_DIR")
+    if override_dir and os.path.abspath(override_dir) != own:
+        return Check(
+            "helper dirs",
+            "warn",
+            f"CONTAINERS_HELPER_BINARY_DIR={override_dir} comes before podman-emu's {own}: {consequence}",
+            "Unset CONTAINERS_HELPER_BINARY_DIR where `podman machine start` runs.",
+        )
+    effective = effective_helper_dirs()
+    if effective.dirs and os.path.abspath(effective.dirs[0]) == own:
+        return Check("helper dirs", "ok", f"podman finds podman-emu's helpers first ({own})")
+    if not os.path.isfile(registry.dropin):
+        return Check(
+            "helper dirs",
+            "fail",
+            f"podman-emu's containers.conf drop-in {registry.dropin} is gone: {consequence}",
+            _convert_again(name, disk, "writes the drop-in again"),
+        )
+    if effective.conf_override:
+        return Check(
+            "helper dirs",
+            "warn",
+            f"CONTAINERS_CONF={effective.conf_override} makes podman read that file alone, not podman-emu's "
+            f"drop-in {registry.dropin}: {consequence}",
+            "Unset CONTAINERS_CONF (or use CONTAINERS_CONF_OVERRIDE) where `podman machine start` runs.",
+        )
+    return Check(
+        "helper dirs",
+        "warn",
+        f"{effective.source} sets [engine] helper_binaries_dir after podman-emu's drop-in, without "
+        f"{own} first: {consequence}",
+        f"Put {own!r} first in that list, or remove the setting from {effective.source}.",
+    )
+
+
+def _lpa2_check(name: str, argv: list[str], disk: str) -> Check | None:
+    """A machine converted with a bare `max` (by an older podman-emu, by --cpu, by hand) boots
+    until a firmware upgrade brings edk2 2025.11, then hangs before its boot menu."""
+    cpu = first_value(argv, "-cpu")
+    if cpu is None:
+        return None
+    try:
+        capabilities = probe_qemu(Path(argv[0]))
+    except (PodmanEmuError, OSError):
+        return None  # the binary check says what is wrong with it
+    if not lacks_lpa2_off(capabilities, cpu):
+        return None
+    return Check(
+        "cpu",
+        "warn",
+        f"-cpu {cpu} offers the guest FEAT_LPA2: with edk2 2025.11 firmware the machine hangs before "
+        "it boots (edk2 issue 11962)",
+        _convert_again(name, disk, "the new -cpu says lpa2=off"),
+    )
+
+
+def _convert_again(name: str, disk: str, gain: str) -> str:
+    quoted = shlex.quote(name)
+    return (
+        f"`podman-emu revert {quoted}`, then `podman-emu convert {quoted} --image {shlex.quote(disk)}` "
+        f"(keeps the disk; {gain})"
+    )
 
 
 def _missing_binary_check(name: str, binary: str, *, native: bool) -> Check:
