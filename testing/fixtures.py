@@ -37,8 +37,17 @@ def load_fixture(name: str) -> dict[str, Any]:
 
 
 def qmp_path(content: dict[str, Any]) -> str:
-    address = content["QMPMonitor"]["Address"]
+    monitor = content["QEMUHypervisor"]["QMPMonitor"] if "QEMUHypervisor" in content else content["QMPMonitor"]
+    address = monitor["Address"]
     return str(address if isinstance(address, str) else address["Path"])
+
+
+def home_of(content: dict[str, Any]) -> str:
+    """The home of the user the fixture was made for, from its ssh key: ~/.ssh/NAME in 4.x,
+    ~/.local/share/containers/podman/machine/machine in 5.x."""
+    if "SSH" in content:
+        return str(Path(content["SSH"]["IdentityPath"]).parents[5])
+    return str(Path(content["IdentityPath"]).parent.parent)
 
 
 def image_path_of(content: dict[str, Any]) -> str:
@@ -46,3 +55,12 @@ def image_path_of(content: dict[str, Any]) -> str:
     podman_emu's own reader, so a test can check that reader)."""
     value = content["ImagePath"]
     return str(value if isinstance(value, str) else value["Path"])
+
+
+def runs_aarch64(content: dict[str, Any]) -> bool:
+    """Is this config converted, read as a test reads it (not with podman-emu's own reader)? A
+    4.x CmdLine starts qemu-system-aarch64; podman 5 stores no command line, and its disk is the
+    aarch64 one convert put at ImagePath."""
+    if "CmdLine" in content:
+        return str(content["CmdLine"][0]).endswith("qemu-system-aarch64")
+    return Path(image_path_of(content)).name.endswith("_aarch64.qcow2")

@@ -30,9 +30,13 @@ def go_string_body(value: str) -> str:
     return body.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
 
 
-def podman_bytes(content: Any, *, trailing_newline: bool) -> bytes:
-    """A document as podman 4.x serialises it: MarshalIndent(v, "", " ") (+ "\\n" for 4.5+)."""
-    text = json.dumps(content, indent=1, ensure_ascii=False)
+def podman_bytes(content: Any, *, trailing_newline: bool, one_line: bool = False) -> bytes:
+    """A document as podman serialises it: 4.x MarshalIndent(v, "", " ") (+ "\\n" for 4.5+);
+    5.x json.Marshal (`one_line`: no spaces, no newline)."""
+    if one_line:
+        text = json.dumps(content, separators=(",", ":"), ensure_ascii=False)
+    else:
+        text = json.dumps(content, indent=1, ensure_ascii=False)
     text = text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
     text = text.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
     return (text + ("\n" if trailing_newline else "")).encode()

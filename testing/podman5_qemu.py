@@ -6,7 +6,7 @@ tests/data/podman-5.4.2-linux-amd64-qemu-argv.txt is what the real podman 5.4.2 
 passed to a `qemu-system-x86_64` wrapper found through `helper_binaries_dir = [DIR,
 {append=true}]`, for a machine `t1` made by `podman machine init --image LOCAL.qcow2` (the
 default `$HOME` volume) as user `tester`, UID 1000; the first line is the wrapper's own path.
-tests/data/podman-5.4.2-linux-amd64-qemu.json is that machine's config, as podman wrote it.
+fixtures/configs/podman-5.4.2-linux-amd64-qemu.json is that machine's config, as podman wrote it.
 """
 
 from __future__ import annotations
@@ -23,11 +23,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from podman_emu.qemu.argv import canonical_name, iter_options, suboption
+from testing.fixtures import FIXTURES
 from testing.tools import unavailable
 
 DATA = Path(__file__).resolve().parent.parent / "tests" / "data"
 ARGV_FILE = DATA / "podman-5.4.2-linux-amd64-qemu-argv.txt"
-CONFIG_FILE = DATA / "podman-5.4.2-linux-amd64-qemu.json"
+CONFIG_FILE = FIXTURES / "podman-5.4.2-linux-amd64-qemu.json"
 CAPTURED_HOME = "/home/tester"
 CAPTURED_RUNTIME = "/run/user/1000"
 # The C virtiofsd of Debian 12's qemu 7.2: a real vhost-user-fs backend. podman 5 runs the Rust

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from testing.fixtures import FIXTURES, image_path_of, qmp_path
+from testing.fixtures import FIXTURES, home_of, image_path_of, qmp_path
 from testing.oracles import go_string_body
 
 PODMAN_MACHINE_SUBDIR = Path("containers", "podman", "machine", "qemu")
@@ -111,7 +111,7 @@ class Sandbox:
         """Move a fixture's absolute paths into this sandbox, escaping the new prefix the way Go
         does, so the result is still exactly what podman would have written there."""
         content = json.loads(data)
-        old_home = str(Path(content["IdentityPath"]).parent.parent)
+        old_home = home_of(content)
         old_runtime = str(Path(qmp_path(content).removeprefix("unix:")).parent)
         data = data.replace(
             go_string_body(old_runtime).encode(), go_string_body(str(self.runtime_dir / "podman")).encode()
@@ -127,7 +127,11 @@ class Sandbox:
             data = self.relocate((FIXTURES / fixture).read_bytes())
         content = json.loads(data)
         if name is not None and name != content["Name"]:
-            data = data.replace(f'"Name": "{content["Name"]}"'.encode(), f'"Name": "{name}"'.encode())
+            # Both of podman's byte formats: indented (4.x) and one line (5.x).
+            for separator in (": ", ":"):
+                data = data.replace(
+                    f'"Name"{separator}"{content["Name"]}"'.encode(), f'"Name"{separator}"{name}"'.encode(), 1
+                )
         target = self.config(name or content["Name"])
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(data)

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from podman_emu.errors import ConfigInvalid
-from podman_emu.podman.podman5 import is_convertible_podman5, refuse_podman5
+from podman_emu.podman.podman5 import PROVIDER_KEYS, is_convertible_podman5, provider_of, refuse_podman5
 
 
 class Layout(enum.Enum):
@@ -92,9 +92,26 @@ def refuse_case_variants(path: Path, content: Mapping[str, Any], keys: frozenset
 def detect_layout(path: Path, content: Mapping[str, Any]) -> Layout:
     version = content.get("Version")
     if isinstance(version, int) and not isinstance(version, bool) and version >= 1:
+        # "qemuhypervisor" is podman's QEMUHypervisor to Go: named, not mistaken for no provider.
+        refuse_case_variants(path, content, PODMAN5_KEYS)
+        for key in PROVIDER_KEYS:
+            if content.get(key) is not None and not isinstance(content[key], dict):
+                raise ConfigInvalid(
+                    f"{path}: key {key!r}: podman 5 writes an object here, found {content[key]!r:.60}",
+                    hint="podman 5 cannot load this file either. Restore it from a backup or recreate the machine.",
+                )
         if not is_convertible_podman5(content):
             refuse_podman5(path, content)
         return Layout.V5
+    # podman 4.x writes no Version; a 5.x file (a provider's section, no command line) without a
+    # valid one would otherwise be judged by the 4.x models, whose errors name the wrong keys.
+    if "Version" in content or (provider_of(content) is not None and "CmdLine" not in content):
+        refuse_case_variants(path, content, PODMAN5_KEYS)  # Go would read "version" as Version
+        found = f"found {version!r}" if "Version" in content else "it is missing"
+        raise ConfigInvalid(
+            f'{path}: a podman 5.x machine config whose key "Version" is not the number podman 5 writes (1): {found}',
+            hint="podman 5 cannot load this file either. Restore it from a backup or recreate the machine.",
+        )
     # ConfigPath exists only in the 4.1+ layout, so it decides even when ImagePath has a wrong type.
     image_path = content.get("ImagePath")
     if "ConfigPath" in content or isinstance(image_path, dict):

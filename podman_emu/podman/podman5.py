@@ -84,9 +84,10 @@ def _answer(provider: str | None, arch: str | None) -> tuple[str, str]:
     if provider == "qemu":
         # Only an arm64 host's machine comes here (is_convertible_podman5 takes the others).
         return "a podman 5.x qemu machine with an arm64 disk", f"It runs on an arm64 host, {_NATIVE_ARM64}"
-    return "a podman 5.x machine config", (
-        "podman 5 stores no qemu command line (it rebuilds it at every start), so there is nothing to "
-        "convert. " + _USER_MODE
+    # Every file podman 5 writes has its provider's section; without one podman cannot start it.
+    return "a podman 5.x machine config with no provider section (" + ", ".join(PROVIDER_KEYS) + ")", (
+        "podman cannot start it either: if it is a qemu machine, its QEMUHypervisor section is "
+        "gone or null. Restore the file from a backup, or recreate the machine."
     )
 
 
@@ -131,12 +132,27 @@ def podman5_argv(content: Mapping[str, Any]) -> list[str]:
         "-device", f"virtserialport,chardev=a{name}_ready,name=org.fedoraproject.port.0",
         "-pidfile", str(qemu["QEMUPidPath"]["Path"]),
     ]  # fmt: skip
+    argv += _usb_passthrough(resources.get("USBs") or [])
     for index, mount in enumerate(content.get("Mounts") or []):
         argv += [
             "-chardev", f"socket,id=virtiofschar{index},path={runtime}/virtiofschar{index}",
             "-device", f"vhost-user-fs-pci,queue-size=1024,chardev=virtiofschar{index},tag={mount['Tag']}",
         ]  # fmt: skip
     return [*argv, "-display", "none"]
+
+
+def _usb_passthrough(usbs: list[Mapping[str, Any]]) -> list[str]:
+    """`podman machine init --usb`: podman 5's SetUSBHostPassthrough, right after the pid file
+    (5.0 had it as a TODO and passed none)."""
+    if not usbs:
+        return []
+    argv = ["-device", "qemu-xhci"]
+    for usb in usbs:
+        if usb.get("Bus") and usb.get("DevNumber"):
+            argv += ["-device", f"usb-host,hostbus={usb['Bus']},hostaddr={usb['DevNumber']}"]
+        else:
+            argv += ["-device", f"usb-host,vendorid={usb.get('Vendor', 0)},productid={usb.get('Product', 0)}"]
+    return argv
 
 
 def refuse_podman5(path: Path, content: Mapping[str, Any]) -> NoReturn:

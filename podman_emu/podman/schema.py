@@ -184,6 +184,31 @@ class Mount5(_PodmanStruct):
     Tag: StrictStr
     Target: StrictStr
     Type: StrictStr
+    VSockNumber: Uint64 | None = None
+    OriginalInput: StrictStr | None = None
+
+
+# The rest of podman 5's MachineConfig (v5.4.2/v5.8.2 pkg/machine/vmconfigs/config.go): podman-emu
+# does not use these, but Go's decoder rejects a wrong type in them, so podman-emu does too
+# rather than convert a file podman cannot load. Go takes null (and absence) for any of them.
+class GvProxy5(_PodmanStruct):
+    Debug: StrictBool | None = None
+    MTU: Int64 | None = None
+    LogFile: StrictStr | None = None
+    PidFile: StrictStr | None = None
+    SSHPort: Int64 | None = None
+
+
+class HostUser5(_PodmanStruct):
+    Rootful: StrictBool | None = None
+    UID: Int64 | None = None
+    HostUserModified: StrictBool | None = None
+
+
+class Ansible5(_PodmanStruct):
+    PlaybookPath: StrictStr | None = None
+    Contents: StrictStr | None = None
+    User: StrictStr | None = None
 
 
 class MachineV5(_PodmanStruct):
@@ -191,7 +216,7 @@ class MachineV5(_PodmanStruct):
     `CmdLine` is the one podman builds from it at every start (podman5_argv), read the way the
     4.x models' stored one is read."""
 
-    Version: StrictInt
+    Version: Uint64
     Name: StrictStr = Field(min_length=1)
     Resources: Resources5
     SSH: SSH5
@@ -201,6 +226,11 @@ class MachineV5(_PodmanStruct):
     Starting: StrictBool
     Created: StrictStr
     LastUp: StrictStr
+    GvProxy: GvProxy5 | None = None
+    HostUser: HostUser5 | None = None
+    Swap: Uint64 | None = None  # 5.6+
+    Rosetta: StrictBool | None = None
+    Ansible: Ansible5 | None = None
 
     @property
     def CmdLine(self) -> list[str]:

@@ -21,6 +21,9 @@ Expect = Literal["refuse", "accept", "either"]
 # DiskSize is critical in the 4.1+ layout only: podman 3.3 wrote V1 files without it.
 CRITICAL_COMMON = ("CmdLine", "ImagePath", "Name", "QMPMonitor")
 CRITICAL_V2 = (*CRITICAL_COMMON, "DiskSize", "ConfigPath", "UID", "PidFilePath", "Starting")
+# podman 5 stores no command line: podman-emu builds podman's argv from these, and the qemu
+# wrapper finds the machine by its QEMUPidPath.
+CRITICAL_V5 = ("Version", "Name", "Resources", "SSH", "ImagePath", "QEMUHypervisor", "Starting")
 # Go integer types of podman's struct fields (reference §1.3): uint64 and int (64-bit).
 UINT64_KEYS = ("CPUs", "Memory", "DiskSize")
 INT64_KEYS = ("Port", "UID")
@@ -148,12 +151,16 @@ class Base:
     fixture: str
     data: bytes
     content: dict[str, Any]
-    layout: str  # "v1" | "v2"
+    layout: str  # "v1" | "v2" | "v5"
     trailing_newline: bool
 
     @property
     def critical(self) -> tuple[str, ...]:
-        return CRITICAL_V2 if self.layout == "v2" else CRITICAL_COMMON
+        return {"v2": CRITICAL_V2, "v5": CRITICAL_V5}.get(self.layout, CRITICAL_COMMON)
+
+    @property
+    def stores_cmdline(self) -> bool:
+        return "CmdLine" in self.content
 
 
 def _refusal_or_either(base: Base, key: str) -> Expect:
@@ -165,24 +172,21 @@ def invalid_case(draw: st.DrawFn, bases: list[Base]) -> Case:
     """One mutation that podman-emu must refuse (or, for non-critical keys, may accept)."""
     base = draw(st.sampled_from(bases))
     content = copy.deepcopy(base.content)
-    kind = draw(
-        st.sampled_from(
-            [
-                "delete",
-                "wrong_type",
-                "null",
-                "cmdline",
-                "duplicate",
-                "case_variant",
-                "case_duplicate",
-                "out_of_range",
-                "name",
-                "image_path",
-                "lone_surrogate",
-                "multi",
-            ]
-        )
-    )
+    kinds = [
+        "delete",
+        "wrong_type",
+        "null",
+        "cmdline",
+        "duplicate",
+        "case_variant",
+        "case_duplicate",
+        "out_of_range",
+        "name",
+        "image_path",
+        "lone_surrogate",
+        "multi",
+    ]
+    kind = draw(st.sampled_from(kinds if base.stores_cmdline else [k for k in kinds if k != "cmdline"]))
     newline = base.trailing_newline
 
     def finish(label: str, expect: Expect, names: tuple[str, ...], doc: Any = None) -> Case:
@@ -256,19 +260,22 @@ def invalid_case(draw: st.DrawFn, bases: list[Base]) -> Case:
     if kind == "case_duplicate":
         # Go matches keys case-insensitively and the last one wins: podman would read the
         # variant, podman-emu would edit the other one.
-        key = draw(st.sampled_from(["CmdLine", "ImagePath", "Name"]))
+        key = draw(st.sampled_from([k for k in ("CmdLine", "ImagePath", "Name") if k in content]))
         variant = draw(st.sampled_from([key.lower(), key.upper()]))
         doc = dict(content)
         doc[variant] = content[key]
         return finish(f"{key} and {variant}", "refuse", (variant, key), doc)
     if kind == "out_of_range":
-        key = draw(st.sampled_from([k for k in (*UINT64_KEYS, *INT64_KEYS) if k in content]))
-        if key in UINT64_KEYS:
+        # Top level in 4.x; in 5.x under Resources, SSH and HostUser.
+        path = draw(
+            st.sampled_from([p for p in paths_in(content) if p[-1] in (*UINT64_KEYS, *INT64_KEYS) and len(p) <= 2])
+        )
+        if path[-1] in UINT64_KEYS:
             value = draw(st.sampled_from([-1, -(2**63), UINT64_MAX + 1, 10**30]))
         else:
             value = draw(st.sampled_from([INT64_MAX + 1, -(2**63) - 1, 10**30]))
-        content[key] = value
-        return finish(f"{key} = {value}", "refuse", (key,))
+        put(content, path, value)
+        return finish(f"{'/'.join(map(str, path))} = {value}", "refuse", (str(path[0]), str(path[-1])))
     if kind == "name":
         value = draw(st.sampled_from(["../escape", "a/b", "/etc/x", "x\x00y", "", "../../../../../../../../tmp/x"]))
         content["Name"] = value
@@ -340,13 +347,16 @@ def valid_odd_case(draw: st.DrawFn, bases: list[Base]) -> Case:
                 )
             )
         elif edit == "numbers":
-            content["CPUs"] = draw(st.sampled_from([0, 1, 255, UINT64_MAX]))
-            content["Port"] = draw(st.sampled_from([0, -1, 65535, INT64_MAX, -(2**63)]))
-        elif edit == "extra_option":
+            numbers = content.get("Resources", content)
+            ports = content.get("SSH", content)
+            numbers["CPUs"] = draw(st.sampled_from([0, 1, 255, UINT64_MAX]))
+            ports["Port"] = draw(st.sampled_from([0, -1, 65535, INT64_MAX, -(2**63)]))
+        elif edit == "extra_option" and base.stores_cmdline:
             content["CmdLine"] += ["-name", draw(odd_text.filter(lambda t: not t.startswith("-")))]
-        elif edit == "big_array":
+        elif edit == "big_array" and base.stores_cmdline:
             content["CmdLine"] += ["-device", "virtio-rng-pci"] * draw(st.integers(100, 3000))
-        elif edit == "nulls" and base.layout == "v2":
+
+        elif edit == "nulls" and base.layout in ("v2", "v5"):
             content["Mounts"] = None
     data = encode(content, draw(st.booleans()))
     return Case(f"{base.fixture}: {edits}", data, "accept")
@@ -390,12 +400,10 @@ def not_json_case(draw: st.DrawFn, bases: list[Base]) -> Case:
     elif kind == "empty_object":
         data = b"{}"
     elif kind == "constant":
-        # Memory, which every layout has (podman 3.3 wrote no DiskSize)
-        data = data.replace(
-            b'"Memory": ',
-            b'"Memory": ' + draw(st.sampled_from([b"NaN", b"Infinity", b"-Infinity"])) + b', "x": ',
-            1,
-        )
+        # Memory, which every layout has (podman 3.3 wrote no DiskSize); 5.x writes it "Memory":N.
+        key = b'"Memory": ' if b'"Memory": ' in data else b'"Memory":'
+        constant = draw(st.sampled_from([b"NaN", b"Infinity", b"-Infinity"]))
+        data = data.replace(key, key + constant + b', "x": ', 1)
         assert b"Infinity" in data or b"NaN" in data
     elif kind == "trailing_comma":
         data = data.rstrip().removesuffix(b"}").rstrip() + b",\n}"
@@ -404,7 +412,8 @@ def not_json_case(draw: st.DrawFn, bases: list[Base]) -> Case:
     elif kind == "garbage_after":
         data = data + draw(st.sampled_from([b"}", b"x", b"{}", b"\x00"]))
     elif kind == "invalid_utf8":
-        at = data.index(b'"Name": "') + 9
+        key = b'"Name": "' if b'"Name": "' in data else b'"Name":"'
+        at = data.index(key) + len(key)
         data = data[:at] + draw(st.sampled_from([b"\xff", b"\xc3", b"\xed\xa0\x80", b"\xc0\xaf"])) + data[at:]
     elif kind == "whitespace":
         data = draw(st.sampled_from([b"", b" ", b"\n", b"\t\r\n "]))

@@ -8,6 +8,9 @@
   `set` loads the file before it takes the lock, and podman 4.3.1 (installed here) takes no
   lock at all and writes in place: those races are run too and their outcomes counted.
 - Two podman-emu processes on one machine: one wins, the other refuses clearly.
+
+Every test on `machine` runs on a podman 4.9 config and on the config the real podman 5.4.2
+wrote (one line; `set` changes Resources.CPUs only, under the same NAME.lock).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -49,8 +53,9 @@ from robustness.harness import (
     sha256,
     snapshot,
 )
+from testing.fixtures import runs_aarch64
 
-FIXTURE = "podman-4.9-linux-amd64.json"
+FIXTURES = ("podman-4.9-linux-amd64.json", "podman-5.4.2-linux-amd64-qemu.json")
 NAME = "race"
 
 # The lock exactly as containers/storage takes it (lockfile_unix.go: fcntl F_SETLKW, F_WRLCK,
@@ -65,7 +70,8 @@ print(f"releasing {time.time()}", flush=True)  # stamped before the unlock: any 
 os.close(fd)
 """
 
-# `podman machine set --cpus N`, modelled on podman's Set (v4.9.5 pkg/machine/qemu/machine.go):
+# `podman machine set --cpus N`, modelled on podman's Set (v4.9.5 pkg/machine/qemu/machine.go;
+# for a 5.x config, v5.4.2's, which changes Resources.CPUs and rewrites the one-line file):
 # v.CPUs = N; editCmdLine("-smp", N) (first exact "-smp", else append); writeConfig through
 # an atomic temp file (".tmp-NAME.json…", renamed over). "podman-4.9" loads the file before
 # taking the lock, as podman does (LoadVMByName, then v.lock.Lock(); State() re-reads only when
@@ -91,15 +97,20 @@ fcntl.lockf(fd, fcntl.LOCK_EX)
 if data is None:
     data = read()
 content = json.loads(data)
-content["CPUs"] = cpus
-argv = content["CmdLine"]
-for index, element in enumerate(argv):
-    if element == "-smp":
-        argv[index + 1] = str(cpus)
-        break
+if "Resources" in content:
+    # podman 5 (v5.4.2 shim Set): Resources only, json.Marshal (one line), AtomicWriteFile.
+    content["Resources"]["CPUs"] = cpus
+    text = json.dumps(content, separators=(",", ":"), ensure_ascii=False)
 else:
-    argv += ["-smp", str(cpus)]
-text = json.dumps(content, indent=1, ensure_ascii=False)
+    content["CPUs"] = cpus
+    argv = content["CmdLine"]
+    for index, element in enumerate(argv):
+        if element == "-smp":
+            argv[index + 1] = str(cpus)
+            break
+    else:
+        argv += ["-smp", str(cpus)]
+    text = json.dumps(content, indent=1, ensure_ascii=False)
 text = text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 out, name = tempfile.mkstemp(dir=os.path.dirname(config), prefix=".tmp-" + os.path.basename(config))
 os.write(out, (text + ("\n" if data.endswith(b"\n") else "")).encode())
@@ -142,10 +153,19 @@ class Machine:
                 entry.unlink()
 
 
-@pytest.fixture
-def machine(box: Sandbox, aarch64_disk: Path) -> Iterator[Machine]:
-    config = box.install(FIXTURE, name=NAME)
+@pytest.fixture(params=FIXTURES, ids=("podman4", "podman5"))
+def machine(box: Sandbox, aarch64_disk: Path, request: pytest.FixtureRequest) -> Iterator[Machine]:
+    config = box.install(request.param, name=NAME)
     yield Machine(box, config, config.read_bytes(), aarch64_disk)
+
+
+def cpus_of(content: dict[str, Any]) -> tuple[int, str]:
+    """(the CPUs the config says, the -smp the machine starts with): podman 5 keeps one number."""
+    if "Resources" in content:
+        cpus = content["Resources"]["CPUs"]
+        return cpus, str(cpus)
+    argv = content["CmdLine"]
+    return content["CPUs"], argv[argv.index("-smp") + 1]
 
 
 def _holder(lock: Path, seconds: float, user: object = None) -> subprocess.Popen[str]:
@@ -243,10 +263,9 @@ def classify(machine: Machine, convert: subprocess.CompletedProcess[str] | tuple
     data = machine.config.read_bytes()
     content = json.loads(data)  # never a torn file
     assert json_names(machine.box.config_dir) == [machine.config.name]
-    argv = content["CmdLine"]
-    emulated = argv[0].endswith("qemu-system-aarch64")
-    smp = argv[argv.index("-smp") + 1]
-    set_applied = content["CPUs"] == cpus and smp == str(cpus)
+    emulated = runs_aarch64(content)
+    set_cpus, smp = cpus_of(content)
+    set_applied = set_cpus == cpus and smp == str(cpus)
     journal = read_journal(machine.box)
     if code != 0:
         assert "Traceback" not in stderr and any(reason in stderr for reason in CLEAR_REFUSALS), stderr
@@ -255,7 +274,7 @@ def classify(machine: Machine, convert: subprocess.CompletedProcess[str] | tuple
         return "refused clearly; the file has podman's change"
     assert journal is not None and journal["status"] == "converted"
     if emulated and set_applied:
-        assert sha256(data) == journal["converted_sha256"] or content["CPUs"] == cpus
+        assert sha256(data) == journal["converted_sha256"] or set_cpus == cpus
         return "both changes"
     if emulated:
         raise AssertionError("podman-emu overwrote podman's change")
@@ -268,8 +287,7 @@ def recover_from(machine: Machine, outcome: str) -> None:
     if outcome.startswith("refused"):
         return
     assert_success(invoke(machine.box, "revert", NAME, "--delete-disk"))
-    content = json.loads(machine.config.read_bytes())
-    assert content["CmdLine"][0] == json.loads(machine.original)["CmdLine"][0]
+    assert not runs_aarch64(json.loads(machine.config.read_bytes()))
     assert read_journal(machine.box) is None
     assert not [p for p in machine.box.data_dir.iterdir() if "aarch64" in p.name or "ovmf" in p.name]
 
@@ -378,14 +396,18 @@ def test_a_conversion_lost_to_podman_is_recovered_by_revert(machine: Machine) ->
     the journal says converted, the file is native. `list` says so, `revert` cleans up."""
     assert_success(invoke(machine.box, "convert", NAME, "--image", str(machine.disk)))
     content = json.loads(machine.original)
-    content["CPUs"] = 4
-    content["CmdLine"][content["CmdLine"].index("-smp") + 1] = "4"
-    machine.config.write_bytes((json.dumps(content, indent=1, ensure_ascii=False) + "\n").encode())
+    if "Resources" in content:
+        content["Resources"]["CPUs"] = 4
+        machine.config.write_bytes(json.dumps(content, separators=(",", ":")).encode())
+    else:
+        content["CPUs"] = 4
+        content["CmdLine"][content["CmdLine"].index("-smp") + 1] = "4"
+        machine.config.write_bytes((json.dumps(content, indent=1, ensure_ascii=False) + "\n").encode())
     listing = invoke(machine.box, "list", "--json")
     assert_success(listing)
     assert "stale journal" in listing.stdout
     recover_from(machine, "conversion lost")
-    assert json.loads(machine.config.read_bytes())["CPUs"] == 4
+    assert cpus_of(json.loads(machine.config.read_bytes()))[0] == 4
 
 
 # --------------------------------------------------------------------------------------------

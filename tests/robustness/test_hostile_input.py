@@ -91,6 +91,9 @@ class Arena:
             shutil.rmtree(directory, ignore_errors=True)
             directory.mkdir(parents=True)
         shutil.rmtree(self.box.state_dir, ignore_errors=True)
+        # A case that failed after an accepted convert leaves the start-helper drop-in, which
+        # every later convert would rightly refuse to overwrite.
+        shutil.rmtree(self.box.home / ".config" / "containers" / "containers.conf.d", ignore_errors=True)
         for disk in self.native_disks:
             disk.parent.mkdir(parents=True, exist_ok=True)
             disk.write_bytes(b"native disk stand-in\n")

@@ -29,8 +29,10 @@ from robustness.harness import (
     needs_root,
     snapshot,
 )
+from testing.fixtures import runs_aarch64
 
-FIXTURE = "podman-4.9-linux-amd64.json"
+# A podman 4.9 config and the one the real podman 5.4.2 wrote (one line, no stored command).
+FIXTURES = ("podman-4.9-linux-amd64.json", "podman-5.4.2-linux-amd64-qemu.json")
 MACHINE = "iofail"
 VARS_MIB = 64
 
@@ -129,14 +131,19 @@ CONVERT_CASES: dict[str, tuple[str | None, str, Setup, str, str]] = {
 }
 
 
+@pytest.fixture(params=FIXTURES, ids=("podman4", "podman5"))
+def fixture(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
 @pytest.mark.parametrize("case", sorted(CONVERT_CASES))
 def test_convert_io_failure_is_an_error_and_leaves_nothing(
-    box: Sandbox, mounts: Mounts, aarch64_disk: Path, case: str
+    box: Sandbox, mounts: Mounts, aarch64_disk: Path, case: str, fixture: str
 ) -> None:
     mounted, size, breakage, named, failed = CONVERT_CASES[case]
     if mounted is not None:
         mounts.add(getattr(box, mounted), size)
-    config = box.install(FIXTURE, name=MACHINE)
+    config = box.install(fixture, name=MACHINE)
     breakage(mounts)
     before = _state(box)
     result = invoke(box, "convert", MACHINE, "--image", str(aarch64_disk))
@@ -146,15 +153,15 @@ def test_convert_io_failure_is_an_error_and_leaves_nothing(
     assert "aavmf" not in error_line and str(aarch64_disk) not in error_line, result.stderr
     assert not diff_snapshots(before, _state(box), own_dirs=box.state_dir), result.output
     assert not _leftovers(box)
-    assert json.loads(config.read_bytes())["CmdLine"][0].endswith("x86_64")
+    assert not runs_aarch64(json.loads(config.read_bytes()))
 
 
 @pytest.mark.parametrize("broken", ["config_dir", "state_dir"])
 def test_a_revert_that_cannot_start_changes_nothing(
-    box: Sandbox, mounts: Mounts, aarch64_disk: Path, broken: str
+    box: Sandbox, mounts: Mounts, aarch64_disk: Path, broken: str, fixture: str
 ) -> None:
     mounts.add(getattr(box, broken), "200m")
-    config = box.install(FIXTURE, name=MACHINE)
+    config = box.install(fixture, name=MACHINE)
     assert_success(invoke(box, "convert", MACHINE, "--image", str(aarch64_disk)))
     _remount(getattr(box, broken), "ro")
     before = _state(box)
@@ -163,13 +170,15 @@ def test_a_revert_that_cannot_start_changes_nothing(
     # Not strict: a journal put back with the same bytes is no change.
     assert not diff_snapshots(before, _state(box)), result.output
     _remount(getattr(box, broken), "rw")
-    assert json.loads(config.read_bytes())["CmdLine"][0].endswith("aarch64")
+    assert runs_aarch64(json.loads(config.read_bytes()))
     assert_success(invoke(box, "revert", MACHINE))
 
 
-def test_a_revert_that_fails_part_way_says_what_was_done(box: Sandbox, mounts: Mounts, aarch64_disk: Path) -> None:
+def test_a_revert_that_fails_part_way_says_what_was_done(
+    box: Sandbox, mounts: Mounts, aarch64_disk: Path, fixture: str
+) -> None:
     data = mounts.add(box.data_dir, "200m")
-    config = box.install(FIXTURE, name=MACHINE)
+    config = box.install(fixture, name=MACHINE)
     original = config.read_bytes()
     assert_success(invoke(box, "convert", MACHINE, "--image", str(aarch64_disk)))
     _remount(data, "ro")

@@ -89,7 +89,7 @@ def test_a_podman5_machine_of_another_provider_gets_the_right_answer(podman_home
 
 
 def test_an_arm64_hosts_podman5_qemu_machine_is_native_and_refused_with_the_reason(podman_home: Sandbox) -> None:
-    data = (Path(__file__).resolve().parents[2] / "data" / "podman-5.8-linux-amd64-qemu.json").read_bytes()
+    data = (FIXTURES / "podman-5.8-linux-amd64-qemu.json").read_bytes()
     data = data.replace(b"-amd64.qcow2", b"-arm64.qcow2")  # podman names the disk NAME-<GOARCH>
     (podman_home.config_dir / "m.json").write_bytes(data)
     result = invoke(podman_home, "convert", "m", "--image", "/nonexistent.qcow2")

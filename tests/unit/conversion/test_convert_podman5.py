@@ -17,7 +17,9 @@ from podman_emu.conversion.helper_registry import read_registry
 from podman_emu.conversion.rewrite import rewrite_routed_argv
 from podman_emu.host.containers_conf import dropin_path
 from podman_emu.podman.podman5 import podman5_argv
-from testing.podman5_qemu import DATA, captured_argv, captured_config
+from podman_emu.report.doctor import run_doctor
+from testing.fixtures import FIXTURES
+from testing.podman5_qemu import captured_argv, captured_config
 from testing.podman_home import Sandbox
 
 runner = CliRunner()
@@ -34,7 +36,7 @@ def install(box: Sandbox, fixture: str) -> tuple[Path, str]:
     if fixture == CONFIGS[0]:
         data = captured_config(str(box.home), str(box.runtime_dir))
     else:
-        text = (DATA / fixture).read_text().replace("/home/alice", str(box.home))
+        text = (FIXTURES / fixture).read_text().replace("/home/alice", str(box.home))
         data = text.replace("/run/user/1000", str(box.runtime_dir)).encode()
     content = json.loads(data)
     config = box.config_dir / f"{content['Name']}.json"
@@ -143,3 +145,67 @@ def test_an_already_converted_podman5_machine_is_refused_and_untouched(
     code, _, err = cli("convert", name, "--image", str(blank_aarch64_disk))
     assert code == 1 and "already converted" in err
     assert config.read_bytes() == before
+
+
+def _machine_warnings(name: str) -> dict[str, tuple[str, str]]:
+    report = run_doctor(name)
+    return {
+        check.topic: (check.level, check.detail) for check in report.checks if check.topic in ("helper dirs", "cpu")
+    }
+
+
+def test_doctor_says_when_podman_would_not_run_the_wrapper(
+    podman_home: Sandbox, blank_aarch64_disk: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, name = install(podman_home, CONFIGS[0])
+    convert(blank_aarch64_disk, name)
+    checks = _machine_warnings(name)
+    assert checks["helper dirs"][0] == "ok" and checks["cpu"][0] == "ok", checks  # host "cpu": the profile
+
+    monkeypatch.setenv("CONTAINERS_HELPER_BINARY_DIR", "/usr/libexec/podman")
+    level, detail = _machine_warnings(name)["helper dirs"]
+    assert level == "warn" and "CONTAINERS_HELPER_BINARY_DIR" in detail and "native qemu-system-x86_64" in detail
+    monkeypatch.delenv("CONTAINERS_HELPER_BINARY_DIR")
+
+    later = dropin_path().with_name("zz-mine.conf")
+    later.write_text('[engine]\nhelper_binaries_dir = ["/usr/libexec/podman"]\n')
+    level, detail = _machine_warnings(name)["helper dirs"]
+    assert level == "warn" and str(later) in detail
+    later.unlink()
+
+    monkeypatch.setenv("CONTAINERS_CONF", str(later))
+    level, detail = _machine_warnings(name)["helper dirs"]
+    assert level == "warn" and "CONTAINERS_CONF" in detail
+    monkeypatch.delenv("CONTAINERS_CONF")
+
+    saved = dropin_path().read_bytes()
+    dropin_path().unlink()
+    level, detail = _machine_warnings(name)["helper dirs"]
+    assert level == "fail" and "is gone" in detail
+    dropin_path().write_bytes(saved)
+    assert _machine_warnings(name)["helper dirs"][0] == "ok"
+
+
+def test_doctor_warns_of_a_max_cpu_that_offers_lpa2(podman_home: Sandbox, blank_aarch64_disk: Path) -> None:
+    _, name = install(podman_home, CONFIGS[0])
+    convert(blank_aarch64_disk, name, "--cpu", "max")
+    report = run_doctor(name)
+    (warning,) = [check for check in report.checks if check.topic == "cpu" and check.level == "warn"]
+    assert "FEAT_LPA2" in warning.detail and warning.fix is not None
+    assert f"--image {podman_home.data_dir / (name + '_aarch64.qcow2')}" in warning.fix
+
+
+def test_usb_passthrough_follows_the_pid_file_as_podman_5_builds_it(podman_home: Sandbox) -> None:
+    config, _ = install(podman_home, CONFIGS[0])
+    content = json.loads(config.read_bytes())
+    content["Resources"]["USBs"] = [
+        {"Bus": "1", "DevNumber": "4", "Vendor": 0, "Product": 0},
+        {"Bus": "", "DevNumber": "", "Vendor": 1234, "Product": 42},
+    ]
+    argv = podman5_argv(content)
+    after_pid_file = argv[argv.index("-pidfile") + 2 :][:6]
+    assert after_pid_file == [
+        "-device", "qemu-xhci",
+        "-device", "usb-host,hostbus=1,hostaddr=4",
+        "-device", "usb-host,vendorid=1234,productid=42",
+    ]  # fmt: skip

@@ -51,11 +51,11 @@ def test_keys_podman_3_3_and_3_4_0_did_not_write_are_not_required() -> None:
     assert machine.DiskSize == 10 and machine.ImageStream is None
 
 
-def test_podman5_is_refused_with_the_reason() -> None:
+def test_a_podman5_file_without_its_provider_section_is_refused_as_damaged() -> None:
     with pytest.raises(UnsupportedLayout) as raised:
         validate_machine(Path("m.json"), {"Version": 1, "Name": "m"})
-    assert "podman 5.x" in raised.value.message
-    assert raised.value.hint is not None and "rebuilds" in raised.value.hint
+    assert "podman 5.x" in raised.value.message and "QEMUHypervisor" in raised.value.message
+    assert raised.value.hint is not None and "cannot start it either" in raised.value.hint
 
 
 def test_missing_uid_names_the_key_and_explains_the_consequence() -> None:
