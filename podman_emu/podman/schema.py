@@ -7,10 +7,11 @@ podman too. Unknown keys are allowed and kept, as podman ignores them.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
 
 from podman_emu.errors import ConfigInvalid
 from podman_emu.podman.layout import PODMAN5_KEYS, PODMAN_KEYS, Layout, detect_layout, refuse_case_variants
@@ -20,6 +21,29 @@ from podman_emu.qemu.argv import machine_options
 # Go's uint64 and int (64-bit): a value outside makes podman's decoder fail too.
 Uint64 = Annotated[StrictInt, Field(ge=0, le=2**64 - 1)]
 Int64 = Annotated[StrictInt, Field(ge=-(2**63), le=2**63 - 1)]
+
+_RFC3339 = re.compile(r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(\.\d+)?(Z|[+-](\d{2}):(\d{2}))")
+
+
+def _go_time(value: str) -> str:
+    """time.Time's UnmarshalJSON (Go's strict RFC 3339: a period before any number of fraction
+    digits, Z or ±hh:mm, every field in range; year 0000 exists), or podman's decoder fails on
+    the whole file."""
+    match = _RFC3339.fullmatch(value)
+    if match is None:
+        raise ValueError("not an RFC 3339 time as Go writes it (2006-01-02T15:04:05.999999999Z07:00)")
+    year, month, day, hour, minute, second = (int(part) for part in match.groups()[:6])
+    zone_hour, zone_minute = (int(part) for part in match.groups()[8:10]) if match.group(9) else (0, 0)
+    leap = year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
+    days = [31, 29 if leap else 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31]
+    if not (1 <= month <= 12 and 1 <= day <= days[month - 1]):
+        raise ValueError("its date does not exist")
+    if hour > 23 or minute > 59 or second > 59 or zone_hour > 23 or zone_minute > 59:
+        raise ValueError("its time of day is out of range")
+    return value
+
+
+GoTime = Annotated[StrictStr, AfterValidator(_go_time)]
 
 
 class _PodmanStruct(BaseModel):
@@ -132,8 +156,8 @@ class MachineV2(_CommonMachine):
     DiskSize: Uint64
     USBs: list[USBConfig] | None = None
     Starting: StrictBool
-    Created: StrictStr
-    LastUp: StrictStr
+    Created: GoTime
+    LastUp: GoTime
 
     @property
     def image_path(self) -> str:
@@ -224,8 +248,8 @@ class MachineV5(_PodmanStruct):
     QEMUHypervisor: QEMUHypervisor5
     Mounts: list[Mount5] | None = None
     Starting: StrictBool
-    Created: StrictStr
-    LastUp: StrictStr
+    Created: GoTime
+    LastUp: GoTime
     GvProxy: GvProxy5 | None = None
     HostUser: HostUser5 | None = None
     Swap: Uint64 | None = None  # 5.6+
@@ -284,7 +308,9 @@ def validation_message(path: Path, error: ValidationError) -> str:
         if item["type"] == "missing":
             problems.append(f"key {location!r} is missing")
         else:
-            problems.append(f"key {location!r}: {item['msg'].lower()}, found {_describe(item.get('input'))}")
+            problems.append(
+                f"key {location!r}: {item['msg'][:1].lower() + item['msg'][1:]}, found {_describe(item.get('input'))}"
+            )
     more = error.error_count() - len(problems)
     suffix = f" (and {more} more)" if more > 0 else ""
     return f"{path}: not a valid podman machine config: " + "; ".join(problems) + suffix

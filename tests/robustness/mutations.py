@@ -185,6 +185,7 @@ def invalid_case(draw: st.DrawFn, bases: list[Base]) -> Case:
         "image_path",
         "lone_surrogate",
         "multi",
+        "time",
     ]
     kind = draw(st.sampled_from(kinds if base.stores_cmdline else [k for k in kinds if k != "cmdline"]))
     newline = base.trailing_newline
@@ -287,6 +288,17 @@ def invalid_case(draw: st.DrawFn, bases: list[Base]) -> Case:
         else:
             content["ImagePath"]["Path"] = value
         return finish(f"ImagePath = {value!r}", "refuse", ("ImagePath",))
+    if kind == "time" and any(key in content for key in ("Created", "LastUp")):
+        # time.Time: Go's decoder takes RFC 3339 only, with every field in range.
+        key = draw(st.sampled_from([k for k in ("Created", "LastUp") if k in content]))
+        value = draw(
+            st.sampled_from(
+                ["", "yesterday", "2026-02-30T00:00:00Z", "2026-01-01T24:00:00Z", "2026-01-01 00:00:00Z",
+                 "2026-01-01T00:00:00", "2026-01-01T00:00:00,5Z", "1700000000"]
+            )
+        )  # fmt: skip
+        content[key] = value
+        return finish(f"{key} = {value!r}", "refuse", (key,))
     if kind == "lone_surrogate":
         strings = [p for p in paths_in(content) if isinstance(get(content, p), str)]
         path = draw(st.sampled_from(strings))
@@ -330,10 +342,12 @@ def valid_odd_case(draw: st.DrawFn, bases: list[Base]) -> Case:
     )
     for edit in edits:
         if edit == "free_string":
-            key = draw(
-                st.sampled_from([k for k in ("RemoteUsername", "ImageStream", "Created", "LastUp") if k in content])
+            # Created and LastUp are Go times, not free strings: see the "time" mutation.
+            free = [("RemoteUsername",), ("ImageStream",), ("SSH", "RemoteUsername")]
+            path = draw(
+                st.sampled_from([p for p in free if p[0] in content and (len(p) == 1 or p[1] in content[p[0]])])
             )
-            content[key] = draw(odd_text)
+            put(content, path, draw(odd_text))
         elif edit == "mount_path" and content.get("Mounts"):
             mount = draw(st.sampled_from(content["Mounts"]))
             mount[draw(st.sampled_from(["Source", "Target", "Tag"]))] = draw(odd_text)

@@ -108,3 +108,31 @@ def test_not_a_machine_config() -> None:
     with pytest.raises(ConfigInvalid) as raised:
         validate_machine(Path("m.json"), {"hello": "world"})
     assert "not a podman machine config" in raised.value.message
+
+
+@pytest.mark.parametrize(
+    ("value", "accepted"),
+    [
+        ("2026-04-20T10:12:05.918274571+02:00", True),  # what podman writes
+        ("0001-01-01T00:00:00Z", True),  # Go's zero time: LastUp before the first start
+        ("2024-02-29T23:59:59Z", True),
+        ("2026-12-03T16:43:46.4919656821234Z", True),  # Go reads more than 9 digits, keeps 9
+        ("2023-02-29T00:00:00Z", False),
+        ("2026-01-01T24:00:00Z", False),
+        ("2026-01-01 00:00:00Z", False),
+        ("2026-01-01T00:00:00", False),  # no zone
+        ("2026-01-01T00:00:00,5Z", False),  # strict RFC 3339: a period only
+        ("yesterday", False),
+    ],
+)
+@pytest.mark.parametrize("fixture", ["podman-4.9-linux-amd64.json", "podman-5.8-linux-amd64-qemu.json"])
+def test_created_and_last_up_are_go_times(fixture: str, value: str, accepted: bool) -> None:
+    content = load(fixture)
+    content["LastUp"] = value
+    if accepted:
+        validate_machine(Path("m.json"), content)
+        return
+    with pytest.raises(ConfigInvalid) as raised:
+        validate_machine(Path("m.json"), content)
+    message = raised.value.message
+    assert "key 'LastUp'" in message and any(why in message for why in ("RFC 3339", "out of range", "does not exist"))
