@@ -89,6 +89,9 @@ def refuse_case_variants(path: Path, content: Mapping[str, Any], keys: frozenset
             )
 
 
+_DAMAGED_PODMAN5_HINT = "podman 5 cannot load this file either. Restore it from a backup or recreate the machine."
+
+
 def detect_layout(path: Path, content: Mapping[str, Any]) -> Layout:
     version = content.get("Version")
     if isinstance(version, int) and not isinstance(version, bool) and version >= 1:
@@ -98,7 +101,7 @@ def detect_layout(path: Path, content: Mapping[str, Any]) -> Layout:
             if content.get(key) is not None and not isinstance(content[key], dict):
                 raise ConfigInvalid(
                     f"{path}: key {key!r}: podman 5 writes an object here, found {content[key]!r:.60}",
-                    hint="podman 5 cannot load this file either. Restore it from a backup or recreate the machine.",
+                    hint=_DAMAGED_PODMAN5_HINT,
                 )
         if not is_convertible_podman5(content):
             refuse_podman5(path, content)
@@ -110,7 +113,7 @@ def detect_layout(path: Path, content: Mapping[str, Any]) -> Layout:
         found = f"found {version!r}" if "Version" in content else "it is missing"
         raise ConfigInvalid(
             f'{path}: a podman 5.x machine config whose key "Version" is not the number podman 5 writes (1): {found}',
-            hint="podman 5 cannot load this file either. Restore it from a backup or recreate the machine.",
+            hint=_DAMAGED_PODMAN5_HINT,
         )
     # ConfigPath exists only in the 4.1+ layout, so it decides even when ImagePath has a wrong type.
     image_path = content.get("ImagePath")

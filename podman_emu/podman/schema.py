@@ -202,12 +202,7 @@ class QEMUHypervisor5(_PodmanStruct):
     QEMUPidPath: VMFile
 
 
-class Mount5(_PodmanStruct):
-    ReadOnly: StrictBool
-    Source: StrictStr
-    Tag: StrictStr
-    Target: StrictStr
-    Type: StrictStr
+class Mount5(MountV2):
     VSockNumber: Uint64 | None = None
     OriginalInput: StrictStr | None = None
 
